@@ -1,0 +1,53 @@
+"""The composition root: builds the web application from settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from orderstream import __version__
+from orderstream.config import Settings, load_settings
+from orderstream.db import Database
+from orderstream.errors import install_error_handlers
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
+    """The FastAPI application, with its database and (optionally) an embedded worker."""
+    settings = settings or load_settings()
+    database = db or Database.from_url(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if db is None:
+            database.dispose()
+
+    app = FastAPI(
+        title="orderstream",
+        version=__version__,
+        description="Order hub for restaurants: Stream-compatible POS webhooks, dispatch and tracking.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = database
+    install_error_handlers(app)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """The database answers."""
+        if database.ping():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse(
+            {"error": {"code": "database_unavailable", "message": "database unreachable", "details": []}},
+            status_code=503,
+        )
+
+    return app

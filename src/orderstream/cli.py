@@ -1,0 +1,220 @@
+"""The `orderstream` command line: serve, worker, migrate, partners and locations."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from orderstream.config import Settings, load_settings
+from orderstream.db import Database
+from orderstream.tenancy import service as tenancy
+
+app = typer.Typer(help="orderstream: an order hub for restaurants.", no_args_is_help=True, add_completion=False)
+partners_app = typer.Typer(help="POS integrators and their secrets.", no_args_is_help=True)
+locations_app = typer.Typer(help="Restaurant locations of a partner.", no_args_is_help=True)
+app.add_typer(partners_app, name="partners")
+app.add_typer(locations_app, name="locations")
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _db(settings: Settings) -> Database:
+    from orderstream.migrate import upgrade
+
+    if settings.is_sqlite:
+        upgrade(settings.database_url)
+    return Database.from_url(settings.database_url, pool_size=2)
+
+
+def _fail(err: tenancy.TenancyError) -> None:
+    typer.echo(json.dumps({"error": {"code": err.code, "message": str(err)}}), err=True)
+    raise typer.Exit(code=1)
+
+
+def _out(obj: Any, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(obj, default=str))
+    elif isinstance(obj, list):
+        for item in obj:
+            typer.echo("  ".join(f"{k}={v}" for k, v in item.items() if not isinstance(v, dict)))
+    else:
+        for key, value in obj.items():
+            typer.echo(f"{key}: {value}")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every database migration."""
+    from orderstream.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    typer.echo("database is up to date")
+
+
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000)) -> None:
+    """Run the HTTP service (and an embedded worker); migrates the embedded SQLite default."""
+    import uvicorn
+
+    from orderstream.app import create_app
+    from orderstream.migrate import upgrade
+
+    settings = _settings()
+    if settings.is_sqlite:
+        upgrade(settings.database_url)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
+@partners_app.command("add")
+def partners_add(
+    slug: str,
+    name: str = typer.Option(None, help="display name"),
+    require_standard_webhooks: bool = typer.Option(False, help="refuse webhooks without webhook-* headers"),
+    as_json: bool = typer.Option(False, "--json", help="print the record as one JSON object"),
+) -> None:
+    """Add a partner; prints its signing secret and API key (shown only now)."""
+    db = _db(_settings())
+    try:
+        with db.write() as conn:
+            created = tenancy.create_partner(
+                conn, slug=slug, name=name, require_standard_webhooks=require_standard_webhooks
+            )
+    except tenancy.TenancyError as err:
+        _fail(err)
+        return
+    _out({**created.partner, "secret": created.secret, "api_key": created.api_key}, as_json)
+
+
+@partners_app.command("list")
+def partners_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List partners."""
+    db = _db(_settings())
+    with db.read() as conn:
+        rows = tenancy.list_partners(conn)
+    _out(rows, as_json)
+
+
+@partners_app.command("rotate-secret")
+def partners_rotate_secret(
+    slug: str,
+    overlap_hours: float = typer.Option(None, help="how long older secrets stay valid (default 24)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Issue a new signing secret; older ones stay valid for the overlap window."""
+    from datetime import timedelta
+
+    settings = _settings()
+    db = _db(settings)
+    hours = settings.secret_overlap_hours if overlap_hours is None else overlap_hours
+    try:
+        with db.write() as conn:
+            out = tenancy.rotate_secret(conn, slug=slug, overlap=timedelta(hours=hours))
+    except tenancy.TenancyError as err:
+        _fail(err)
+        return
+    _out(out, as_json)
+
+
+@locations_app.command("add")
+def locations_add(
+    partner: str = typer.Option(..., "--partner", help="partner slug"),
+    location_id: str = typer.Option(..., "--id", help="the partner's own location id"),
+    name: str = typer.Option(...),
+    street: str = typer.Option(...),
+    city: str = typer.Option(...),
+    state: str = typer.Option(...),
+    postal_code: str = typer.Option(...),
+    country: str = typer.Option(...),
+    phone: str = typer.Option(...),
+    timezone: str = typer.Option(..., help="IANA time zone, e.g. America/Los_Angeles"),
+    prep_time_minutes: int = typer.Option(15),
+    allow_unpaid_delivery: bool = typer.Option(False),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add a location for a partner."""
+    db = _db(_settings())
+    try:
+        with db.write() as conn:
+            out = tenancy.add_location(
+                conn,
+                partner_slug=partner,
+                external_id=location_id,
+                name=name,
+                street=street,
+                city=city,
+                state=state,
+                postal_code=postal_code,
+                country=country,
+                phone=phone,
+                timezone=timezone,
+                prep_time_minutes=prep_time_minutes,
+                allow_unpaid_delivery=allow_unpaid_delivery,
+            )
+    except tenancy.TenancyError as err:
+        _fail(err)
+        return
+    _out(out, as_json)
+
+
+@locations_app.command("update")
+def locations_update(
+    partner: str = typer.Option(..., "--partner"),
+    location_id: str = typer.Option(..., "--id"),
+    name: str = typer.Option(None),
+    street: str = typer.Option(None),
+    city: str = typer.Option(None),
+    state: str = typer.Option(None),
+    postal_code: str = typer.Option(None),
+    country: str = typer.Option(None),
+    phone: str = typer.Option(None),
+    timezone: str = typer.Option(None),
+    prep_time_minutes: int = typer.Option(None),
+    status: str = typer.Option(None, help="active or paused"),
+    allow_unpaid_delivery: bool = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Change a location."""
+    db = _db(_settings())
+    try:
+        with db.write() as conn:
+            out = tenancy.update_location(
+                conn,
+                partner_slug=partner,
+                external_id=location_id,
+                name=name,
+                street=street,
+                city=city,
+                state=state,
+                postal_code=postal_code,
+                country=country,
+                phone=phone,
+                timezone=timezone,
+                prep_time_minutes=prep_time_minutes,
+                status=status,
+                allow_unpaid_delivery=allow_unpaid_delivery,
+            )
+    except tenancy.TenancyError as err:
+        _fail(err)
+        return
+    _out(out, as_json)
+
+
+@locations_app.command("list")
+def locations_list(
+    partner: str = typer.Option(None, "--partner"), as_json: bool = typer.Option(False, "--json")
+) -> None:
+    """List locations."""
+    db = _db(_settings())
+    with db.read() as conn:
+        rows = tenancy.list_locations(conn, partner_slug=partner)
+    _out(rows, as_json)
+
+
+def main() -> None:
+    """Entry point of the `orderstream` script."""
+    app()

@@ -1,0 +1,1 @@
+"""The job runtime: a transactional outbox claimed by workers with leases."""

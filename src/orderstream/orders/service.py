@@ -1,0 +1,98 @@
+"""Use cases on stored orders: status changes with history, reads for the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+
+from orderstream.db import utcnow
+from orderstream.orders import domain
+from orderstream.orders.events import OrderStatusChanged
+from orderstream.orders.handlers import publish
+from orderstream.orders.models import order_history, orders
+
+
+def record_history(
+    conn: Connection,
+    *,
+    order_id: str,
+    actor: str,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    reason: str | None = None,
+    kind: str = "status",
+    details: dict[str, Any] | None = None,
+    inbound_event_id: int | None = None,
+) -> None:
+    """Append an entry to the order's history."""
+    conn.execute(
+        sa.insert(order_history).values(
+            order_id=order_id,
+            at=utcnow(),
+            kind=kind,
+            from_status=from_status,
+            to_status=to_status,
+            actor=actor,
+            reason=reason,
+            details=details,
+            inbound_event_id=inbound_event_id,
+        )
+    )
+
+
+def get_order_for_update(conn: Connection, *, order_id: str) -> RowMapping | None:
+    """The order row, locked for the rest of the transaction on PostgreSQL."""
+    stmt = sa.select(orders).where(orders.c.id == order_id)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).mappings().first()
+
+
+def change_status(
+    conn: Connection,
+    *,
+    order: RowMapping,
+    target: domain.OrderStatus,
+    actor: domain.Actor,
+    reason: str | None = None,
+    extra: dict[str, Any] | None = None,
+    inbound_event_id: int | None = None,
+) -> domain.Transition:
+    """Move an order to target if the state machine allows it; record history and publish the change.
+
+    Raises domain.IllegalTransition. A repeat of the current status changes nothing.
+    """
+    current = domain.OrderStatus(order["status"])
+    result = domain.transition(domain.FulfillmentType(order["fulfillment_type"]), current, target)
+    if not result.changed:
+        return result
+    now = utcnow()
+    conn.execute(
+        sa.update(orders)
+        .where(orders.c.id == order["id"])
+        .values(status=target.value, updated_at=now, version=orders.c.version + 1, **(extra or {}))
+    )
+    record_history(
+        conn,
+        order_id=order["id"],
+        actor=actor.value,
+        from_status=current.value,
+        to_status=target.value,
+        reason=reason,
+        inbound_event_id=inbound_event_id,
+    )
+    publish(
+        conn,
+        OrderStatusChanged(
+            order_id=order["id"],
+            partner_id=order["partner_id"],
+            from_status=current.value,
+            to_status=target.value,
+            actor=actor.value,
+            reason=reason,
+            at=now,
+        ),
+    )
+    return result

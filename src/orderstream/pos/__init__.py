@@ -1,0 +1,1 @@
+"""The POS webhook: Stream-compatible in-store order intake."""

@@ -1,0 +1,1 @@
+"""Tenancy: partners (POS integrators), their secrets and API keys, and their locations."""
