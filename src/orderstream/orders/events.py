@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -33,4 +34,21 @@ class OrderStatusChanged:
     at: datetime
 
 
-Event = OrderCreated | OrderStatusChanged
+@dataclass(frozen=True)
+class DeliveryStatusChanged:
+    """The active delivery of an order changed: status, courier, ETA or tracking link."""
+
+    order_id: str
+    partner_id: int
+    attempt_id: int
+    provider: str
+    from_status: str | None
+    to_status: str
+    courier: dict[str, Any] | None  # name, phone (masked), vehicle_type, vehicle_make/model/color, ...
+    pickup_eta: datetime | None
+    dropoff_eta: datetime | None
+    tracking_url: str | None
+    at: datetime
+
+
+Event = OrderCreated | OrderStatusChanged | DeliveryStatusChanged

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from orderstream.jobs.outbox import enqueue
 from orderstream.orders.domain import FulfillmentType, is_dispatched
-from orderstream.orders.events import Event, OrderCreated, OrderStatusChanged
+from orderstream.orders.events import DeliveryStatusChanged, Event, OrderCreated, OrderStatusChanged
 
 Handler = Callable[[Connection, Any], None]
 
@@ -31,6 +31,7 @@ def enqueue_dispatch(conn: Connection, event: OrderCreated) -> None:
 HANDLERS: dict[type, list[Handler]] = {
     OrderCreated: [enqueue_dispatch],
     OrderStatusChanged: [],
+    DeliveryStatusChanged: [],
 }
 
 

@@ -1,0 +1,1 @@
+"""Deliveries: couriers from delivery providers, booked, tracked and recovered."""

@@ -1,0 +1,1 @@
+"""One package per delivery provider, each behind the DeliveryProvider interface."""

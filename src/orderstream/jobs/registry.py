@@ -1,0 +1,96 @@
+"""Job kinds: what runs for each kind of job, and how it retries."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from orderstream.config import Settings
+from orderstream.db import Database
+
+
+class RetryableError(Exception):
+    """The job failed but may succeed later; retry_after (seconds) overrides the backoff."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(Exception):
+    """The job can never succeed: dead-letter it now."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, or an explicit schedule; None means: give up."""
+
+    max_attempts: int = 10
+    base_seconds: float = 2.0
+    cap_seconds: float = 3600.0
+    schedule: tuple[float, ...] | None = None  # delay before attempt 2, 3, ... (overrides base/cap)
+    jitter: float = 0.1  # fraction of the delay added at random
+
+    def next_delay(
+        self, attempts: int, *, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float | None:
+        """Seconds to wait before the next attempt after `attempts` failed ones, or None to stop."""
+        if attempts >= self.max_attempts:
+            return None
+        rng = rng or random.Random()
+        if self.schedule is not None:
+            delay = self.schedule[min(attempts - 1, len(self.schedule) - 1)]
+        else:
+            delay = min(self.cap_seconds, self.base_seconds * (2 ** (attempts - 1)))
+        delay += delay * self.jitter * rng.random()
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+
+@dataclass
+class JobContext:
+    """What a handler gets: the job and the shared services of the process."""
+
+    job_id: int
+    kind: str
+    key: str | None
+    payload: dict[str, Any]
+    attempts: int  # including this one
+    db: Database
+    settings: Settings
+    services: dict[str, Any] = field(default_factory=dict)  # e.g. "http": httpx.Client, "providers": registry
+
+
+JobHandler = Callable[[JobContext], None]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of job: its handler and its retry policy."""
+
+    name: str
+    handler: JobHandler
+    retry: RetryPolicy = RetryPolicy()
+    lease_seconds: float | None = None  # None: the runtime's default
+
+
+class JobRegistry:
+    """The kinds a worker can run; jobs of kinds not registered wait, visible, until one is."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, JobKind] = {}
+
+    def register(self, kind: JobKind) -> None:
+        """Add or replace a kind."""
+        self._kinds[kind.name] = kind
+
+    def get(self, name: str) -> JobKind | None:
+        """The kind with this name, if registered."""
+        return self._kinds.get(name)
+
+    def names(self) -> list[str]:
+        """Every registered kind name."""
+        return sorted(self._kinds)
