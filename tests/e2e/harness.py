@@ -208,6 +208,7 @@ class ManagedProcess:
         self.env = dict(env)
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.forced = False  # the last stop() had to SIGKILL
 
     def start(self) -> None:
         """Start the process (again); output goes to the end of the log file."""
@@ -234,7 +235,11 @@ class ManagedProcess:
         return self.proc.pid
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        """Graceful stop: SIGTERM, then SIGKILL after timeout seconds. Returns the exit code."""
+        """Graceful stop: SIGTERM, then SIGKILL after timeout seconds (sets `forced`). Returns the exit code.
+
+        uvicorn finishes its shutdown and then re-raises SIGTERM, so a clean stop exits with -15.
+        """
+        self.forced = False
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -242,6 +247,7 @@ class ManagedProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.forced = True
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode
