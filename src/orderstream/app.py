@@ -12,6 +12,7 @@ from orderstream import __version__
 from orderstream.config import Settings, load_settings
 from orderstream.db import Database
 from orderstream.errors import install_error_handlers
+from orderstream.orders import views as orders_views
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
@@ -34,6 +35,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.settings = settings
     app.state.db = database
     install_error_handlers(app)
+    app.include_router(orders_views.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from orderstream.db import Database
@@ -22,9 +22,14 @@ class PartnerPrincipal:
     slug: str
 
 
-async def require_partner_key(request: Request) -> PartnerPrincipal:
-    """FastAPI dependency: the partner owning the bearer API key, or 401."""
-    credentials: HTTPAuthorizationCredentials | None = await bearer(request)
+def require_partner_key(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Security(bearer)
+) -> PartnerPrincipal:
+    """FastAPI dependency: the partner owning the bearer API key, or 401.
+
+    Declared through Security() so that the bearer scheme appears in the OpenAPI document; a plain
+    function, so FastAPI runs its database read in the thread pool, off the event loop.
+    """
     if credentials is None or not credentials.credentials:
         raise ApiError(
             401,

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -31,6 +32,28 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         """The JSON body of this error."""
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: a stable code, a message, and details such as the JSON path of each problem."""
+
+    code: str
+    message: str
+    details: list[dict[str, Any]] | dict[str, Any] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    """The one error shape of every endpoint."""
+
+    error: ErrorInfo
+
+
+# for the OpenAPI document of routers: `APIRouter(responses=ERROR_RESPONSES)`
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or invalid credentials"},
+    404: {"model": ErrorBody, "description": "not found (also for other partners' objects)"},
+    422: {"model": ErrorBody, "description": "invalid parameters; details give the path of each problem"},
+}
 
 
 def error_response(err: ApiError) -> JSONResponse:
