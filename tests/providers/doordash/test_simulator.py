@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 import pytest
 from starlette.testclient import TestClient
 
+from orderstream.deliveries.providers.doordash import DoorDashProvider
 from orderstream.deliveries.providers.doordash.client import make_jwt
 from orderstream.deliveries.providers.doordash.settings import DoorDashSettings, decode_signing_secret
-from orderstream.deliveries.providers.doordash.simulator import SimulatorConfig, create_app, markers
-from tests.providers.doordash.helpers import fixture
+from orderstream.deliveries.providers.doordash.simulator import SimulatorConfig, create_app, markers, start_in_thread
+from tests.providers.doordash.helpers import fixture, make_request
 
 
 class Clock:
@@ -244,3 +246,34 @@ def test_marker_parsing() -> None:
 def test_unknown_simulator_wide_fault_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown fault"):
         create_app(SimulatorConfig(faults=frozenset({"meteor"})))
+
+
+def test_scheduled_delivery_waits_so_the_dasher_arrives_at_pickup_time(clock: Clock) -> None:
+    app = create_app(SimulatorConfig(step_seconds=0.1), clock=clock)
+    pickup = datetime.fromtimestamp(time.time() + 1.5, UTC).isoformat().replace("+00:00", "Z")
+    with TestClient(app) as test_client:
+        created = test_client.post("/drive/v2/deliveries", json=body("os-later", pickup_time=pickup), headers=auth())
+        assert created.status_code == 200
+        assert created.json()["pickup_time_estimated"] >= pickup[:19]
+        time.sleep(0.6)
+        early = test_client.get("/drive/v2/deliveries/os-later", headers=auth()).json()["delivery_status"]
+        assert early == "created"
+        deadline = time.monotonic() + 20
+        status = early
+        while status != "delivered" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status = test_client.get("/drive/v2/deliveries/os-later", headers=auth()).json()["delivery_status"]
+        assert status == "delivered"
+
+
+def test_start_in_thread_serves_on_a_free_port_for_the_sandbox() -> None:
+    running = start_in_thread(SimulatorConfig(step_seconds=3600))
+    try:
+        provider = DoorDashProvider(DoorDashSettings.for_simulator(running.base_url))
+        request = make_request(external_id="os-thread-1")
+        snapshot = provider.book(request, provider.quote(request))
+        assert snapshot.provider_status == "created"
+        provider.close()
+    finally:
+        running.stop()
+    assert not running.thread.is_alive()

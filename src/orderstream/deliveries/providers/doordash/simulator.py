@@ -194,6 +194,20 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
+def _cents_errors(body: dict[str, Any], names: tuple[str, ...]) -> list[dict[str, str]]:
+    """Field errors for amounts that must be non-negative 32-bit integers (cents), as DoorDash checks them."""
+    errors: list[dict[str, str]] = []
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            errors.append({"field": name, "error": f"{name} must be a non-negative integer (cents)"})
+        elif value > 2_147_483_647:
+            errors.append({"field": name, "error": f"Numeric value ({value}) out of range of int"})
+    return errors
+
+
 def markers(text: Any) -> set[str]:
     """The fault modes named by `[sim:...]` markers in a text."""
     if not isinstance(text, str):
@@ -331,12 +345,7 @@ class Simulator:
             value = body.get(name)
             if not isinstance(value, str) or not PHONE.match(value):
                 errors.append({"field": name, "error": "Invalid phone number; use E.164, e.g. +16505555555"})
-        for name in ("order_value", "tip", "dropoff_cash_on_delivery"):
-            value = body.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                errors.append({"field": name, "error": f"{name} must be a non-negative integer (cents)"})
-            elif isinstance(value, int) and value > 2_147_483_647:
-                errors.append({"field": name, "error": f"Numeric value ({value}) out of range of int"})
+        errors.extend(_cents_errors(body, ("order_value", "tip", "dropoff_cash_on_delivery")))
         items = body.get("items")
         if items is not None:
             if not isinstance(items, list):
@@ -459,17 +468,14 @@ class Simulator:
                 "Quote has expired",
                 [{"field": "external_delivery_id", "error": "The quote has expired; request a new quote"}],
             )
-        errors: list[dict[str, str]] = []
-        tip = body.get("tip")
-        if tip is not None and (isinstance(tip, bool) or not isinstance(tip, int) or tip < 0):
-            errors.append({"field": "tip", "error": "tip must be a non-negative integer (cents)"})
+        errors = _cents_errors(body, ("tip",))
         phone = body.get("dropoff_phone_number")
         if phone is not None and (not isinstance(phone, str) or not PHONE.match(phone)):
             errors.append({"field": "dropoff_phone_number", "error": "Invalid phone number"})
         if errors:
             raise ApiProblem(400, "validation_error", "Validation Failed", errors)
-        if tip is not None:
-            delivery.record["tip"] = tip
+        if body.get("tip") is not None:
+            delivery.record["tip"] = body["tip"]
         if phone is not None:
             delivery.record["dropoff_phone_number"] = phone
         self._book(delivery)
@@ -503,10 +509,7 @@ class Simulator:
                 "Validation Failed",
                 [{"field": "body", "error": "the delivery is no longer active"}],
             )
-        errors: list[dict[str, str]] = []
-        tip = body.get("tip")
-        if tip is not None and (isinstance(tip, bool) or not isinstance(tip, int) or tip < 0):
-            errors.append({"field": "tip", "error": "tip must be a non-negative integer (cents)"})
+        errors = _cents_errors(body, ("tip",))
         if record["delivery_status"] in AFTER_PICKUP and (body.get("pickup_time") or body.get("pickup_window")):
             errors.append({"field": "pickup_time", "error": "the order has already been picked up"})
         errors.extend(self._timing_errors({key: body.get(key) for key in ("pickup_time", "dropoff_time")}))
