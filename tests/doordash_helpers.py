@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,12 +15,7 @@ from typing import Any
 
 import httpx
 
-
-def free_port() -> int:
-    """A port the OS says is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.e2e.harness import READY_TIMEOUT, ManagedProcess, ProcessError, free_port, orderstream_command, wait_for
 
 
 @dataclass
@@ -111,35 +103,30 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 
 
 @contextmanager
-def doordash_simulator(*args: str, webhook_url: str | None = None, step_seconds: float = 0.2) -> Iterator[str]:
+def doordash_simulator(
+    *args: str, log_path: Path, webhook_url: str | None = None, step_seconds: float = 0.2
+) -> Iterator[str]:
     """Run `orderstream simulate doordash` as a separate process on a free port; yields its base URL."""
-    script = Path(sys.executable).parent / "orderstream"
     port = free_port()
-    command = [str(script), "simulate", "doordash", "--port", str(port), "--step-seconds", str(step_seconds)]
+    command = [*orderstream_command(), "simulate", "doordash", "--port", str(port), "--step-seconds", str(step_seconds)]
     if webhook_url:
         command += ["--webhook-url", webhook_url]
     command += list(args)
     env = {key: value for key, value in os.environ.items() if not key.startswith("ORDERSTREAM_")}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = ManagedProcess("doordash-simulator", command, env=env, log_path=log_path)
+    process.start()
     base_url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if not process.running:
+            raise ProcessError(f"the DoorDash simulator exited:\n{process.log_tail()}")
+        try:
+            return httpx.get(f"{base_url}/_sim/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"simulator exited: {process.stderr.read().decode() if process.stderr else ''}")
-            try:
-                if httpx.get(f"{base_url}/_sim/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("simulator did not start within 30 s")
-            time.sleep(0.1)
+        wait_for(ready, timeout=READY_TIMEOUT, message="DoorDash simulator ready")
         yield base_url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.stop()

@@ -56,8 +56,9 @@ class Sim:
 
 
 @pytest.fixture(scope="module")
-def sim() -> Iterator[Sim]:
-    with webhook_receiver() as receiver, doordash_simulator(webhook_url=receiver.url) as base_url:
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
+    log = tmp_path_factory.mktemp("doordash") / "simulator.log"
+    with webhook_receiver() as receiver, doordash_simulator(webhook_url=receiver.url, log_path=log) as base_url:
         receiver.fail = lambda payload, seen: (
             str(payload.get("external_delivery_id", "")).startswith("os-retry-") and (seen == 1)
         )
@@ -65,10 +66,14 @@ def sim() -> Iterator[Sim]:
 
 
 @pytest.fixture(scope="module")
-def chaotic() -> Iterator[Sim]:
+def chaotic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
     """Every webhook duplicated and pairs swapped; quotes live one second; `event_type` as the key."""
     args = ("--fault", "duplicates", "--fault", "out_of_order", "--quote-ttl-seconds", "1", "--event-key", "event_type")
-    with webhook_receiver() as receiver, doordash_simulator(*args, webhook_url=receiver.url) as base_url:
+    log = tmp_path_factory.mktemp("doordash") / "chaotic-simulator.log"
+    with (
+        webhook_receiver() as receiver,
+        doordash_simulator(*args, webhook_url=receiver.url, log_path=log) as base_url,
+    ):
         yield Sim(base_url, receiver)
 
 
