@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import threading
 import time
@@ -100,6 +101,8 @@ AFTER_PICKUP = frozenset(
 NORMAL_ROUTE = ("confirmed", "enroute_to_pickup", "arrived_at_pickup", "picked_up", "enroute_to_dropoff")
 PICKUP_ARRIVAL_STEP = 3  # steps after `created` until arrived_at_pickup
 DROPOFF_ARRIVAL_STEP = 6
+
+logger = logging.getLogger("orderstream.simulators.doordash")
 
 MARKER = re.compile(r"\[sim:([a-z0-9_,\s]+)\]")
 PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -556,7 +559,6 @@ class Simulator:
         external_id = record["external_delivery_id"]
         record["support_reference"] = str(zlib.crc32(external_id.encode()))
         record["tracking_url"] = f"https://track.doordash-sim.invalid/{record['support_reference']}"
-        delivery.sender = asyncio.get_running_loop().create_task(self._send_loop(delivery))
         self.transition(delivery, "created")
         if "hold" not in delivery.modes:
             delivery.task = asyncio.get_running_loop().create_task(self._script(delivery))
@@ -637,8 +639,11 @@ class Simulator:
         """Queue a webhook: the event name plus the full delivery snapshot."""
         payload = {self.config.event_key: event, "created_at": _iso(self.clock()), **self.public(delivery)}
         delivery.queue.put_nowait(payload)
+        if delivery.sender is None or delivery.sender.done():  # it ends after a final event; a push may follow
+            delivery.sender = asyncio.get_running_loop().create_task(self._send_loop(delivery))
 
     async def _send_loop(self, delivery: SimDelivery) -> None:
+        """Send a delivery's webhooks one after another; stops once a final event is out and nothing waits."""
         held: dict[str, Any] | None = None
         flush_after = max(1.0, 3 * self.config.step_seconds)
         while True:
@@ -658,6 +663,8 @@ class Simulator:
             if held is not None:
                 await self._deliver(delivery, held)
                 held = None
+            if final and delivery.queue.empty():
+                return
 
     async def _deliver(self, delivery: SimDelivery, payload: dict[str, Any]) -> None:
         copies = 2 if "duplicates" in delivery.modes else 1
@@ -691,7 +698,14 @@ class Simulator:
                 self.webhooks.append({**entry, "attempt": attempt, "status": status, "result": "ok" if ok else "retry"})
                 if ok:
                     return
-            await asyncio.sleep(self.config.webhook_retry_seconds * (2 ** (attempt - 1)))
+            if attempt < self.config.webhook_attempts:
+                await asyncio.sleep(self.config.webhook_retry_seconds * (2 ** (attempt - 1)))
+        logger.warning(
+            "doordash simulator gave up on webhook %s for %s after %d attempts",
+            entry["event"],
+            entry["external_delivery_id"],
+            self.config.webhook_attempts,
+        )
 
     # -- control -------------------------------------------------------------------------------------
 
