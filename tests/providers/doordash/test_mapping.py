@@ -70,6 +70,24 @@ def test_exactly_one_timing_field_pickup_wins_over_dropoff() -> None:
     assert window["dropoff_window"] == {"start_time": "2026-12-01T18:30:00Z", "end_time": "2026-12-01T18:45:00Z"}
 
 
+def test_times_already_due_become_asap_and_started_windows_start_now() -> None:
+    now = AT
+    due = mapping.delivery_body(make_request(pickup_ready_at=AT - timedelta(minutes=2)), now=now)
+    assert "pickup_time" not in due
+    soon = mapping.delivery_body(make_request(pickup_ready_at=AT + timedelta(seconds=10)), now=now)
+    assert "pickup_time" not in soon
+    later = mapping.delivery_body(make_request(pickup_ready_at=AT + timedelta(minutes=20)), now=now)
+    assert later["pickup_time"] == "2026-12-01T18:20:00Z"
+    started = mapping.delivery_body(
+        make_request(pickup_ready_at=AT - timedelta(minutes=5), pickup_deadline=AT + timedelta(minutes=10)), now=now
+    )
+    assert started["pickup_window"] == {"start_time": "2026-12-01T18:00:00Z", "end_time": "2026-12-01T18:10:00Z"}
+    over = mapping.delivery_body(
+        make_request(dropoff_ready_at=AT - timedelta(minutes=30), dropoff_deadline=AT - timedelta(minutes=1)), now=now
+    )
+    assert not {"dropoff_window", "dropoff_time", "pickup_time", "pickup_window"} & over.keys()
+
+
 def test_naive_datetime_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         mapping.delivery_body(make_request(pickup_ready_at=datetime(2026, 12, 1, 18, 0)))  # noqa: DTZ001

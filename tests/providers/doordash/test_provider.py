@@ -153,6 +153,15 @@ def test_rate_limit_carries_retry_after() -> None:
 # -- book --------------------------------------------------------------------------------------------
 
 
+def test_retried_booking_whose_pickup_time_went_by_is_sent_asap() -> None:
+    recorder = Recorder(delivery_json("created"), delivery_json("created"))
+    scheduled = make_request(pickup_ready_at=NOW + timedelta(minutes=15))
+    provider(recorder).book(scheduled)
+    assert recorder.body(0)["pickup_time"] == "2026-12-01T17:56:00Z"
+    provider(recorder).book(make_request(pickup_ready_at=NOW - timedelta(minutes=3)))
+    assert "pickup_time" not in recorder.body(1)
+
+
 def test_book_with_a_quote_accepts_it_with_the_tip() -> None:
     recorder = Recorder(delivery_json("created"))
     snapshot = provider(recorder).book(make_request(tip=650), a_quote())

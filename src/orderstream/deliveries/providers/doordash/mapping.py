@@ -64,26 +64,42 @@ def _split_name(name: str) -> tuple[str, str | None]:
     return given, (family.strip() or None)
 
 
-def timing_fields(request: DeliveryRequest) -> dict[str, Any]:
-    """Exactly one timing field: a pickup window or time when we know when food is ready, else drop-off."""
+# A requested time this close to now (or past) means "as soon as possible": DoorDash refuses past times,
+# and a retried booking must not fail for good because its pickup time went by while it waited.
+ASAP_MARGIN = timedelta(seconds=30)
+
+
+def _window(start: datetime, end: datetime, now: datetime | None) -> dict[str, str] | None:
+    if now is not None:
+        if end <= now + ASAP_MARGIN:
+            return None
+        start = max(start, now)
+    return {"start_time": format_time(start), "end_time": format_time(end)}
+
+
+def _single(when: datetime, now: datetime | None) -> str | None:
+    if now is not None and when <= now + ASAP_MARGIN:
+        return None
+    return format_time(when)
+
+
+def timing_fields(request: DeliveryRequest, *, now: datetime | None = None) -> dict[str, Any]:
+    """At most one timing field: a pickup window or time when we know when food is ready, else drop-off.
+
+    With `now`, times already due are dropped (ASAP) and windows that have begun start now.
+    """
     if request.pickup_ready_at and request.pickup_deadline:
-        return {
-            "pickup_window": {
-                "start_time": format_time(request.pickup_ready_at),
-                "end_time": format_time(request.pickup_deadline),
-            }
-        }
+        window = _window(request.pickup_ready_at, request.pickup_deadline, now)
+        return {"pickup_window": window} if window else {}
     if request.pickup_ready_at:
-        return {"pickup_time": format_time(request.pickup_ready_at)}
+        single = _single(request.pickup_ready_at, now)
+        return {"pickup_time": single} if single else {}
     if request.dropoff_ready_at and request.dropoff_deadline:
-        return {
-            "dropoff_window": {
-                "start_time": format_time(request.dropoff_ready_at),
-                "end_time": format_time(request.dropoff_deadline),
-            }
-        }
+        window = _window(request.dropoff_ready_at, request.dropoff_deadline, now)
+        return {"dropoff_window": window} if window else {}
     if request.dropoff_deadline:
-        return {"dropoff_time": format_time(request.dropoff_deadline)}
+        single = _single(request.dropoff_deadline, now)
+        return {"dropoff_time": single} if single else {}
     return {}  # ASAP
 
 
@@ -94,6 +110,7 @@ def delivery_body(
     send_customer_notifications: bool = False,
     action_if_undeliverable: str | None = "return_to_pickup",
     locale: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """The JSON body of `POST /drive/v2/quotes` and `POST /drive/v2/deliveries` for one request."""
     pickup, dropoff = request.pickup_contact, request.dropoff_contact
@@ -131,7 +148,7 @@ def delivery_body(
         body["dropoff_cash_on_delivery"] = request.cash_to_collect
     if action_if_undeliverable:
         body["action_if_undeliverable"] = action_if_undeliverable
-    body.update(timing_fields(request))
+    body.update(timing_fields(request, now=now))
     return body
 
 

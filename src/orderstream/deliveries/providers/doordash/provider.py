@@ -198,6 +198,7 @@ class DoorDashProvider:
             send_customer_notifications=self.settings.send_customer_notifications,
             action_if_undeliverable=self.settings.action_if_undeliverable,
             locale=self.settings.locale,
+            now=self.client.now(),
         )
 
 
