@@ -7,13 +7,14 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from orderstream.deliveries.protocol import (
     CancelOutcome,
     Capabilities,
+    DeliveryProvider,
     DeliveryRef,
     DeliveryRequest,
     DeliverySnapshot,
@@ -218,3 +219,7 @@ def _read(parse: Callable[[], T]) -> T:
         return parse()
     except (ValueError, KeyError, TypeError) as err:
         raise ProviderUnavailable("bad_response", f"unreadable DoorDash response: {err}") from err
+
+
+if TYPE_CHECKING:  # mypy proves the class satisfies the shared interface
+    _conforms: DeliveryProvider = DoorDashProvider(DoorDashSettings())
