@@ -16,6 +16,8 @@ partners_app = typer.Typer(help="POS integrators and their secrets.", no_args_is
 locations_app = typer.Typer(help="Restaurant locations of a partner.", no_args_is_help=True)
 app.add_typer(partners_app, name="partners")
 app.add_typer(locations_app, name="locations")
+simulate_app = typer.Typer(help="Local simulators of the delivery providers.", no_args_is_help=True)
+app.add_typer(simulate_app, name="simulate")
 
 
 def _settings() -> Settings:
@@ -213,6 +215,44 @@ def locations_list(
     with db.read() as conn:
         rows = tenancy.list_locations(conn, partner_slug=partner)
     _out(rows, as_json)
+
+
+@simulate_app.command("doordash")
+def simulate_doordash(
+    port: int = typer.Option(8710, help="port to listen on"),
+    host: str = typer.Option("127.0.0.1"),
+    webhook_url: str = typer.Option(None, help="where to POST delivery webhooks"),
+    step_seconds: float = typer.Option(8.0, help="seconds between lifecycle steps"),
+    quote_ttl_seconds: float = typer.Option(300.0, help="how long a quote can be accepted"),
+    fault: list[str] = typer.Option([], "--fault", help="fault mode for every delivery (repeatable)"),
+    event_key: str = typer.Option("event_name", help="event_name (Drive v2 samples) or event_type"),
+    fee: int = typer.Option(975, help="quoted fee in cents"),
+    webhook_authorization: str = typer.Option(None, help="Authorization header value sent with webhooks"),
+    developer_id: str = typer.Option(None),
+    key_id: str = typer.Option(None),
+    signing_secret: str = typer.Option(None, help="base64url signing secret"),
+) -> None:
+    """Run a DoorDash Drive v2 simulator (see the simulator module for fault modes)."""
+    from orderstream.deliveries.providers.doordash.simulator import SimulatorConfig, serve
+
+    config = SimulatorConfig(
+        webhook_url=webhook_url,
+        step_seconds=step_seconds,
+        quote_ttl_seconds=quote_ttl_seconds,
+        faults=frozenset(fault),
+        event_key=event_key,
+        fee=fee,
+    )
+    for name, value in (
+        ("webhook_authorization", webhook_authorization),
+        ("developer_id", developer_id),
+        ("key_id", key_id),
+        ("signing_secret", signing_secret),
+    ):
+        if value is not None:
+            setattr(config, name, value)
+    typer.echo(f"DoorDash simulator on http://{host}:{port}", err=True)
+    serve(config, host=host, port=port)
 
 
 def main() -> None:
