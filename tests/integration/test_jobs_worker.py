@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from orderstream.app import create_app
 from orderstream.db import Database, utcnow
@@ -40,6 +41,10 @@ def _enqueue(db: Database, kind: str, **kwargs: Any) -> int:
     return job_id
 
 
+def _metric(name: str, kind: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"kind": kind})
+
+
 def test_worker_runs_a_job_and_marks_it_done(db: Database, db_url: str) -> None:
     kind, seen = unique_kind("ok"), Recorder()
     registry = JobRegistry()
@@ -57,6 +62,10 @@ def test_worker_runs_a_job_and_marks_it_done(db: Database, db_url: str) -> None:
     assert payloads == [{"order_id": "o-1"}]
     row = job_row(db, job_id)
     assert (row["attempts"], row["last_error"]) == (1, None)
+    assert _metric("orderstream_jobs_claimed_total", kind) == 1
+    assert _metric("orderstream_jobs_succeeded_total", kind) == 1
+    assert _metric("orderstream_job_run_seconds_count", kind) == 1
+    assert _metric("orderstream_job_queue_lag_seconds_count", kind) == 1
 
 
 def test_retryable_error_backs_off_then_succeeds(db: Database, db_url: str) -> None:
@@ -80,6 +89,8 @@ def test_retryable_error_backs_off_then_succeeds(db: Database, db_url: str) -> N
     assert second - first < 0.3 + 1.0  # and no idle-poll wait on top (idle poll is 30 s)
     row = job_row(db, job_id)
     assert (row["attempts"], row["last_error"]) == (3, "RetryableError: provider 429")
+    assert _metric("orderstream_jobs_retried_total", row["kind"]) == 2
+    assert _metric("orderstream_jobs_succeeded_total", row["kind"]) == 1
 
 
 def _run_until(
@@ -113,6 +124,8 @@ def test_unexpected_exception_is_retried_then_dead_lettered(db: Database, db_url
     row = job_row(db, job_id)
     assert (row["attempts"], row["last_error"]) == (3, "ValueError: bad data")
     assert row["finished_at"] is not None
+    assert _metric("orderstream_jobs_dead_total", row["kind"]) == 1
+    assert _metric("orderstream_jobs_retried_total", row["kind"]) == 2
     assert len(seen.times(job_id)) == 3
 
 

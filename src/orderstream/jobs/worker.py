@@ -139,18 +139,18 @@ class Worker:
             self._queue.put(None)
         for thread in self._handlers:
             thread.join(max(0.0, deadline - time.monotonic()))
-        unfinished = [r.job.id for r in self._snapshot()]
+        unfinished = self.busy
         self._halted.set()
         for thread in self._threads[1:]:
             thread.join(2.0)
         if unfinished:
             log.warning(
                 "job worker stopped with jobs still running; they run again once their lease expires",
-                extra={"worker_id": self.worker_id, "job_ids": unfinished},
+                extra={"worker_id": self.worker_id, "job_ids": [r.job.id for r in self._snapshot()]},
             )
         else:
             log.info("job worker stopped", extra={"worker_id": self.worker_id})
-        return not unfinished
+        return unfinished == 0
 
     def wake(self) -> None:
         """Look for due jobs now."""
@@ -165,6 +165,10 @@ class Worker:
     def _on_commit(self, conn: Connection) -> None:
         if conn.info.get(ENQUEUED_FLAG) and self._started and not self._stopping.is_set():
             self._wake.set()
+
+    def _is_running(self, job: ClaimedJob) -> bool:
+        with self._lock:
+            return job.id in self._running
 
     def _snapshot(self) -> list[_Running]:
         with self._lock:
@@ -264,6 +268,8 @@ class Worker:
         except Exception as err:  # noqa: BLE001 - an unexpected error is retried like a retryable one
             failure = err
         metrics.JOB_RUN_SECONDS.labels(job.kind).observe(time.perf_counter() - started)
+        with self._lock:
+            self._running.pop(job.id, None)  # no more heartbeats: the outcome ends the lease
         if failure is None:
             if self._record(lambda conn: runtime.complete(conn, job=job)):
                 metrics.JOBS_SUCCEEDED.labels(job.kind).inc()
@@ -328,7 +334,7 @@ class Worker:
                 except sa.exc.SQLAlchemyError:
                     log.warning("lease renewal failed", exc_info=True, extra={"job_id": running.job.id})
                     continue
-                if not kept:
+                if not kept and self._is_running(running.job):
                     running.context.lease_lost.set()
                     log.warning(
                         "lease lost while the job was running",
