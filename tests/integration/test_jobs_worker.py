@@ -155,8 +155,9 @@ def test_scheduled_job_starts_on_time_not_before(db: Database, db_url: str) -> N
     for jid, due in ((job_id, run_at), (later_id, run_at + timedelta(seconds=0.7))):
         [started] = seen.times(jid)
         error = started - due.timestamp()
+        print(f"scheduled start error ({db.engine.dialect.name}): {error * 1000:.1f} ms")
         assert error >= 0, "started before run_at"
-        assert error < 0.5, f"started {error:.3f} s late"
+        assert error < 0.75, f"started {error:.3f} s late"  # typically a few ms; generous for a loaded CI box
 
 
 def test_unregistered_kind_waits_while_registered_ones_run(db: Database, db_url: str) -> None:

@@ -64,9 +64,10 @@ def list_command(
     if not rows:
         typer.echo("no jobs")
         return
+    width = max(len(row["kind"]) for row in rows)
     for row in rows:
         line = (
-            f"{row['id']:>8}  {row['status']:<8} {row['kind']:<24} key={row['key'] or '-'}  "
+            f"{row['id']:>8}  {row['status']:<8} {row['kind']:<{width}}  key={row['key'] or '-'}  "
             f"attempts={row['attempts']}/{row['max_attempts']}  run_at={_when(row['run_at'])}"
         )
         if row["status"] == "running":
@@ -109,10 +110,11 @@ def stats_command(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    typer.echo(f"{'kind':<24} {'pending':>8} {'running':>8} {'dead':>8} {'done':>10}  oldest due (s)")
+    width = max([len("kind"), *(len(row["kind"]) for row in rows)])
+    typer.echo(f"{'kind':<{width}} {'pending':>8} {'running':>8} {'dead':>8} {'done':>10}  oldest due (s)")
     for row in rows:
         lag = row["oldest_due_lag_seconds"]
         typer.echo(
-            f"{row['kind']:<24} {row['pending']:>8} {row['running']:>8} {row['dead']:>8} {row['done']:>10}  "
+            f"{row['kind']:<{width}} {row['pending']:>8} {row['running']:>8} {row['dead']:>8} {row['done']:>10}  "
             f"{'-' if lag is None else lag}"
         )
