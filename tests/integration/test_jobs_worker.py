@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
@@ -272,3 +273,34 @@ def test_app_without_embedded_worker_starts_none(db: Database, db_url: str) -> N
     with TestClient(app):
         assert app.state.worker is None
         assert "http" in app.state.services
+
+
+def _listener_pids(db: Database) -> set[int]:
+    with db.read() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+        ).all()
+    return {int(row[0]) for row in rows}
+
+
+@pytest.mark.postgres
+def test_listener_reconnects_after_its_connection_dies(pg_url: str) -> None:
+    """Jobs enqueued through another engine (no in-process signal) still wake the worker after a reconnect."""
+    worker_db, other_db = Database.from_url(pg_url, pool_size=5), Database.from_url(pg_url, pool_size=2)
+    kind, seen = unique_kind("relisten"), Recorder()
+    registry = JobRegistry()
+    registry.register(JobKind(kind, seen.record))
+    try:
+        with running_worker(worker_db, worker_settings(pg_url, worker_idle_poll_seconds=30.0), registry):
+            old = wait_for(lambda: _listener_pids(other_db))
+            with other_db.write() as conn:
+                conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM unnest(ARRAY{sorted(old)}) AS pid")
+            wait_for(lambda: _listener_pids(other_db) - old, timeout=15)
+            time.sleep(0.3)  # the reconnect's own catch-up wake has passed
+            job_id = _enqueue(other_db, kind)
+            committed = time.time()
+            wait_for(lambda: seen.times(job_id), timeout=5, interval=0.005)
+            assert seen.times(job_id)[0] - committed < 1.0
+    finally:
+        worker_db.dispose()
+        other_db.dispose()

@@ -191,7 +191,7 @@ class Worker:
                 else:
                     timeout = idle  # a finishing job wakes us
                 failures = 0
-            except sa.exc.SQLAlchemyError:
+            except Exception:  # noqa: BLE001 - the claim loop must outlive a database outage
                 failures += 1
                 timeout = min(30.0, 0.5 * 2 ** min(failures, 6))
                 log.warning("job claim failed; retrying", exc_info=True, extra={"retry_in": timeout})
@@ -331,7 +331,7 @@ class Worker:
                 try:
                     with self.db.write() as conn:
                         kept = runtime.renew(conn, job=running.job, lease_seconds=running.lease_seconds)
-                except sa.exc.SQLAlchemyError:
+                except Exception:  # noqa: BLE001 - keep renewing the other leases
                     log.warning("lease renewal failed", exc_info=True, extra={"job_id": running.job.id})
                     continue
                 if not kept and self._is_running(running.job):
@@ -362,7 +362,7 @@ class Worker:
                         if time.monotonic() - last_ping > LISTEN_PING_SECONDS:
                             conn.execute("SELECT 1")  # notice a dead connection
                             last_ping = time.monotonic()
-            except psycopg.Error:
+            except Exception:  # noqa: BLE001 - the idle poll covers us while we reconnect
                 log.warning("job listener connection lost; reconnecting", exc_info=True, extra={"retry_in": pause})
                 self._stopping.wait(pause)
                 self._wake.set()
