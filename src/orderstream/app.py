@@ -2,27 +2,42 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from orderstream import __version__
+from orderstream import __version__, bootstrap
 from orderstream.config import Settings, load_settings
 from orderstream.db import Database
 from orderstream.errors import install_error_handlers
+from orderstream.jobs.registry import JobRegistry
+from orderstream.jobs.worker import Worker
 from orderstream.orders import views as orders_views
 
 
-def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, db: Database | None = None, registry: JobRegistry | None = None
+) -> FastAPI:
     """The FastAPI application, with its database and (optionally) an embedded worker."""
     settings = settings or load_settings()
     database = db or Database.from_url(settings.database_url)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = bootstrap.build_services(settings)
+        app.state.services = services
+        worker = None
+        if settings.embedded_worker:
+            worker = Worker(database, settings, registry or bootstrap.build_registry(settings), services)
+            worker.start()
+        app.state.worker = worker
         yield
+        if worker is not None:
+            await asyncio.to_thread(worker.stop, settings.worker_shutdown_timeout_seconds)
+        bootstrap.close_services(services)
         if db is None:
             database.dispose()
 

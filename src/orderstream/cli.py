@@ -9,6 +9,7 @@ import typer
 
 from orderstream.config import Settings, load_settings
 from orderstream.db import Database
+from orderstream.jobs.cli import jobs_app
 from orderstream.tenancy import service as tenancy
 
 app = typer.Typer(help="orderstream: an order hub for restaurants.", no_args_is_help=True, add_completion=False)
@@ -18,6 +19,7 @@ app.add_typer(partners_app, name="partners")
 app.add_typer(locations_app, name="locations")
 simulate_app = typer.Typer(help="Local simulators of the delivery providers.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _settings() -> Settings:
@@ -70,6 +72,37 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000))
     if settings.is_sqlite:
         upgrade(settings.database_url)
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
+@app.command()
+def worker(
+    concurrency: int = typer.Option(None, "--concurrency", min=1, help="handler threads (default: settings)"),
+) -> None:
+    """Run a job worker until SIGTERM/SIGINT; run several, on several machines, against one PostgreSQL."""
+    import logging
+
+    from orderstream import bootstrap
+    from orderstream.jobs.worker import run_worker
+    from orderstream.migrate import upgrade
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.is_sqlite:
+        upgrade(settings.database_url)
+    threads = concurrency or settings.worker_concurrency
+    db = Database.from_url(settings.database_url, pool_size=threads + 3)
+    services = bootstrap.build_services(settings)
+    try:
+        run_worker(
+            settings=settings,
+            db=db,
+            registry=bootstrap.build_registry(settings),
+            services=services,
+            concurrency=threads,
+        )
+    finally:
+        bootstrap.close_services(services)
+        db.dispose()
 
 
 @partners_app.command("add")

@@ -35,7 +35,13 @@ class Settings(BaseSettings):
     embedded_worker: bool = True
     worker_concurrency: int = 8
     job_lease_seconds: int = 60
+    # the longest a worker sleeps without a wake-up signal; the only cross-process signal on SQLite
     worker_idle_poll_seconds: float = 1.0
+    worker_shutdown_timeout_seconds: float = 30.0
+
+    # outbound HTTP (one shared client)
+    http_timeout_seconds: float = 15.0
+    http_connect_timeout_seconds: float = 5.0
 
     # order API
     page_size_max: int = 200

@@ -29,6 +29,7 @@ def enqueue(
     """Add a job in the caller's transaction; with a key, skip it if one is already active.
 
     Returns the new job id, or None when an active job with the same (kind, key) exists.
+    max_attempts caps the kind's RetryPolicy.max_attempts (the lower of the two applies).
     """
     now = utcnow()
     values = {

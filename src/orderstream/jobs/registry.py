@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from orderstream.config import Settings
@@ -25,7 +27,10 @@ class PermanentError(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, or an explicit schedule; None means: give up."""
+    """Exponential backoff with jitter, or an explicit schedule; None means: give up.
+
+    A job stops after min(policy.max_attempts, the job row's max_attempts) attempts.
+    """
 
     max_attempts: int = 10
     base_seconds: float = 2.0
@@ -40,6 +45,7 @@ class RetryPolicy:
         if attempts >= self.max_attempts:
             return None
         rng = rng or random.Random()
+        attempts = max(attempts, 1)
         if self.schedule is not None:
             delay = self.schedule[min(attempts - 1, len(self.schedule) - 1)]
         else:
@@ -62,6 +68,10 @@ class JobContext:
     db: Database
     settings: Settings
     services: dict[str, Any] = field(default_factory=dict)  # e.g. "http": httpx.Client, "providers": registry
+    run_at: datetime | None = None  # when the job was due (scheduled jobs: the planned time)
+    worker_id: str = ""
+    # set by the runtime when the lease could not be renewed: another worker may now run this job
+    lease_lost: threading.Event = field(default_factory=threading.Event)
 
 
 JobHandler = Callable[[JobContext], None]

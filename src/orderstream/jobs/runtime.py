@@ -1,0 +1,262 @@
+"""Job state changes: claim with a lease, renew it, finish (fenced by the lease), list and replay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from orderstream.db import utcnow
+from orderstream.jobs.models import jobs
+
+JOB_STATUSES = ("pending", "running", "done", "dead")
+MAX_ERROR_CHARS = 4000
+
+
+class JobError(Exception):
+    """A job operation asked for by an operator cannot be done."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job this worker holds a lease on; (worker_id, attempts) identify the lease."""
+
+    id: int
+    kind: str
+    key: str | None
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    leased_until: datetime
+    worker_id: str
+    claimed_at: datetime
+
+
+def claim(
+    conn: Connection,
+    *,
+    worker_id: str,
+    kinds: dict[str, float],
+    limit: int,
+    now: datetime | None = None,
+) -> list[ClaimedJob]:
+    """Lease up to `limit` due jobs of the given kinds (name -> lease seconds), oldest run_at first.
+
+    A job is due when it is pending and its run_at has come, or running with an expired lease (its
+    worker died). PostgreSQL skips rows other workers are claiming (FOR UPDATE SKIP LOCKED); SQLite
+    runs this inside its single-writer transaction (BEGIN IMMEDIATE), so claims never overlap there.
+    """
+    if not kinds or limit <= 0:
+        return []
+    now = now or utcnow()
+    due = (
+        sa.select(jobs.c.id)
+        .where(
+            jobs.c.kind.in_(sorted(kinds)),
+            sa.or_(
+                sa.and_(jobs.c.status == "pending", jobs.c.run_at <= now),
+                sa.and_(jobs.c.status == "running", jobs.c.leased_until < now),
+            ),
+        )
+        .order_by(jobs.c.run_at, jobs.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    lease_ends = {name: now + timedelta(seconds=seconds) for name, seconds in kinds.items()}
+    leased_until: Any = sa.case(
+        *[(jobs.c.kind == name, sa.literal(end, jobs.c.leased_until.type)) for name, end in lease_ends.items()],
+        else_=sa.literal(max(lease_ends.values()), jobs.c.leased_until.type),
+    )
+    stmt = (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(due))
+        .values(
+            status="running",
+            leased_until=leased_until,
+            leased_by=worker_id,
+            attempts=jobs.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.kind,
+            jobs.c.key,
+            jobs.c.payload,
+            jobs.c.attempts,
+            jobs.c.max_attempts,
+            jobs.c.run_at,
+        )
+    )
+    claimed = [
+        ClaimedJob(
+            id=int(row.id),
+            kind=row.kind,
+            key=row.key,
+            payload=row.payload,
+            attempts=int(row.attempts),
+            max_attempts=int(row.max_attempts),
+            run_at=row.run_at,
+            leased_until=lease_ends[row.kind],
+            worker_id=worker_id,
+            claimed_at=now,
+        )
+        for row in conn.execute(stmt)
+    ]
+    # RETURNING gives no order guarantee; hand jobs out in the order they were due
+    claimed.sort(key=lambda job: (job.run_at, job.id))
+    return claimed
+
+
+def _fenced(job: ClaimedJob) -> Any:
+    """Only the current lease holder may change a running job: same worker and same attempt."""
+    return sa.and_(
+        jobs.c.id == job.id,
+        jobs.c.status == "running",
+        jobs.c.leased_by == job.worker_id,
+        jobs.c.attempts == job.attempts,
+    )
+
+
+def renew(conn: Connection, *, job: ClaimedJob, lease_seconds: float, now: datetime | None = None) -> bool:
+    """Extend the lease of a running job (heartbeat); False when the lease was lost to another worker."""
+    now = now or utcnow()
+    result = conn.execute(
+        sa.update(jobs).where(_fenced(job)).values(leased_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def complete(conn: Connection, *, job: ClaimedJob, now: datetime | None = None) -> bool:
+    """Mark the job done; False when this worker no longer holds its lease (nothing changes)."""
+    now = now or utcnow()
+    result = conn.execute(
+        sa.update(jobs).where(_fenced(job)).values(status="done", finished_at=now, leased_until=None, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def fail(
+    conn: Connection,
+    *,
+    job: ClaimedJob,
+    error: str,
+    retry_in: float | None,
+    now: datetime | None = None,
+) -> str | None:
+    """Record a failed attempt: pending again in `retry_in` seconds, or dead when None.
+
+    Returns the new status, or None when this worker no longer holds the lease (nothing changes).
+    """
+    now = now or utcnow()
+    values: dict[str, Any] = {"last_error": error[:MAX_ERROR_CHARS], "leased_until": None, "updated_at": now}
+    if retry_in is None:
+        values.update(status="dead", finished_at=now)
+    else:
+        values.update(status="pending", run_at=now + timedelta(seconds=retry_in), leased_by=None)
+    result = conn.execute(sa.update(jobs).where(_fenced(job)).values(**values))
+    if result.rowcount != 1:
+        return None
+    return str(values["status"])
+
+
+def next_due(conn: Connection, *, kinds: list[str]) -> datetime | None:
+    """The earliest moment a job of these kinds becomes claimable: a pending run_at or a lease end."""
+    if not kinds:
+        return None
+    pending = conn.execute(
+        sa.select(sa.func.min(jobs.c.run_at)).where(jobs.c.status == "pending", jobs.c.kind.in_(kinds))
+    ).scalar()
+    lease_end = conn.execute(
+        sa.select(sa.func.min(jobs.c.leased_until)).where(jobs.c.status == "running", jobs.c.kind.in_(kinds))
+    ).scalar()
+    candidates = [moment for moment in (pending, lease_end) if moment is not None]
+    return min(candidates) if candidates else None
+
+
+def _row(row: Any) -> dict[str, Any]:
+    return dict(row._mapping)
+
+
+def list_jobs(
+    conn: Connection, *, status: str | None = None, kind: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Jobs, newest first, optionally filtered by status and kind."""
+    query = sa.select(jobs).order_by(jobs.c.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(jobs.c.status == status)
+    if kind is not None:
+        query = query.where(jobs.c.kind == kind)
+    return [_row(row) for row in conn.execute(query)]
+
+
+def get_job(conn: Connection, *, job_id: int) -> dict[str, Any] | None:
+    """One job by id."""
+    row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+    return _row(row) if row is not None else None
+
+
+def retry_dead(conn: Connection, *, job_id: int, now: datetime | None = None) -> dict[str, Any]:
+    """Put a dead job back to pending, due now, with a fresh set of attempts (its last error is kept)."""
+    now = now or utcnow()
+    job = get_job(conn, job_id=job_id)
+    if job is None:
+        raise JobError("job_not_found", f"no job {job_id}")
+    if job["status"] != "dead":
+        raise JobError("job_not_dead", f"job {job_id} is {job['status']}; only a dead job can be retried")
+    if job["key"] is not None:
+        active = conn.execute(
+            sa.select(jobs.c.id).where(
+                jobs.c.kind == job["kind"], jobs.c.key == job["key"], jobs.c.status.in_(("pending", "running"))
+            )
+        ).first()
+        if active is not None:
+            raise JobError(
+                "job_duplicate",
+                f"job {active.id} of kind {job['kind']} with key {job['key']} is already active",
+            )
+    conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == "dead")
+        .values(
+            status="pending",
+            run_at=now,
+            attempts=0,
+            leased_by=None,
+            leased_until=None,
+            finished_at=None,
+            updated_at=now,
+        )
+    )
+    return get_job(conn, job_id=job_id) or job
+
+
+def stats(conn: Connection, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Per kind: how many jobs in each status, and how late the oldest due pending job is."""
+    now = now or utcnow()
+    counts = conn.execute(
+        sa.select(jobs.c.kind, jobs.c.status, sa.func.count()).group_by(jobs.c.kind, jobs.c.status)
+    ).all()
+    oldest_due = dict(
+        conn.execute(
+            sa.select(jobs.c.kind, sa.func.min(jobs.c.run_at))
+            .where(jobs.c.status == "pending", jobs.c.run_at <= now)
+            .group_by(jobs.c.kind)
+        ).all()
+    )
+    by_kind: dict[str, dict[str, Any]] = {}
+    for kind, status, count in counts:
+        entry = by_kind.setdefault(kind, {"kind": kind, **{s: 0 for s in JOB_STATUSES}, "oldest_due_lag_seconds": None})
+        entry[status] = int(count)
+    for kind, oldest in oldest_due.items():
+        if oldest is not None and kind in by_kind:
+            by_kind[kind]["oldest_due_lag_seconds"] = round((now - oldest).total_seconds(), 3)
+    return [by_kind[kind] for kind in sorted(by_kind)]

@@ -1,0 +1,407 @@
+"""The worker: claims due jobs with a lease, runs their handlers on threads, records the outcome.
+
+Waking up without busy polling:
+- in-process: a `Database.on_commit` listener sees that the committed transaction enqueued a job
+  (the embedded worker of `serve` starts the job right after the request's commit);
+- PostgreSQL: a dedicated connection LISTENs on the outbox channel, so jobs enqueued by any
+  process wake every worker at once;
+- otherwise the worker sleeps until the earliest future run_at or lease end, capped by
+  `worker_idle_poll_seconds`. That cap is the only signal between processes on SQLite: a job
+  enqueued by another process (e.g. `orderstream` CLI next to `serve`) waits up to that long.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from orderstream.config import Settings
+from orderstream.db import Database, utcnow
+from orderstream.jobs import metrics, runtime
+from orderstream.jobs.outbox import ENQUEUED_FLAG, NOTIFY_CHANNEL
+from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, PermanentError, RetryableError
+from orderstream.jobs.runtime import ClaimedJob
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Leave time for a late heartbeat: renew when a third of the lease has passed.
+HEARTBEAT_FRACTION = 1 / 3
+# How long a wait may run past its target: guards against a hot loop when due rows are locked elsewhere.
+MIN_WAIT_SECONDS = 0.005
+LISTEN_PING_SECONDS = 30.0
+OUTCOME_RETRIES = (0.2, 1.0, 3.0)
+
+
+def make_worker_id() -> str:
+    """A lease owner name unique to this worker instance: host, pid and a random suffix."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _error_text(err: BaseException) -> str:
+    message = str(err)
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
+@dataclass
+class _Running:
+    job: ClaimedJob
+    context: JobContext
+    lease_seconds: float
+
+
+class Worker:
+    """Runs the registered job kinds with `concurrency` handler threads until stop()."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        registry: JobRegistry,
+        services: dict[str, Any] | None = None,
+        *,
+        concurrency: int | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.registry = registry
+        self.services = services if services is not None else {}
+        self.concurrency = max(1, concurrency or settings.worker_concurrency)
+        self.worker_id = worker_id or make_worker_id()
+        self._kinds: dict[str, JobKind] = {}
+        self._leases: dict[str, float] = {}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._halted = threading.Event()
+        self._queue: queue.Queue[ClaimedJob | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._reserved = 0  # claimed and not yet finished
+        self._running: dict[int, _Running] = {}
+        self._threads: list[threading.Thread] = []
+        self._handlers: list[threading.Thread] = []
+        self._started = False
+        db.on_commit(self._on_commit)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the claim loop, the handler threads, the heartbeat and (PostgreSQL) the listener."""
+        if self._started:
+            return
+        self._started = True
+        self._kinds = {name: kind for name in self.registry.names() if (kind := self.registry.get(name))}
+        self._leases = {
+            name: float(kind.lease_seconds or self.settings.job_lease_seconds) for name, kind in self._kinds.items()
+        }
+        self._handlers = [
+            threading.Thread(target=self._handle_loop, name=f"job-handler-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        self._threads = [threading.Thread(target=self._claim_loop, name="job-claimer", daemon=True)]
+        self._threads.append(threading.Thread(target=self._heartbeat_loop, name="job-heartbeat", daemon=True))
+        if self.db.engine.dialect.name == "postgresql":
+            self._threads.append(threading.Thread(target=self._listen_loop, name="job-listener", daemon=True))
+        for thread in [*self._handlers, *self._threads]:
+            thread.start()
+        log.info(
+            "job worker started",
+            extra={"worker_id": self.worker_id, "kinds": sorted(self._kinds), "concurrency": self.concurrency},
+        )
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop claiming, let running jobs finish (up to timeout seconds); True when all finished.
+
+        Jobs still running after the timeout keep their lease until it expires, then another
+        worker runs them again (at-least-once).
+        """
+        if not self._started or self._halted.is_set():
+            return True
+        timeout = self.settings.worker_shutdown_timeout_seconds if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        self._wake.set()
+        self._threads[0].join(max(0.0, deadline - time.monotonic()))
+        for _ in self._handlers:
+            self._queue.put(None)
+        for thread in self._handlers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        unfinished = self.busy
+        self._halted.set()
+        for thread in self._threads[1:]:
+            thread.join(2.0)
+        if unfinished:
+            log.warning(
+                "job worker stopped with jobs still running; they run again once their lease expires",
+                extra={"worker_id": self.worker_id, "job_ids": [r.job.id for r in self._snapshot()]},
+            )
+        else:
+            log.info("job worker stopped", extra={"worker_id": self.worker_id})
+        return unfinished == 0
+
+    def wake(self) -> None:
+        """Look for due jobs now."""
+        self._wake.set()
+
+    @property
+    def busy(self) -> int:
+        """How many claimed jobs have not finished yet."""
+        with self._lock:
+            return self._reserved
+
+    def _on_commit(self, conn: Connection) -> None:
+        if conn.info.get(ENQUEUED_FLAG) and self._started and not self._stopping.is_set():
+            self._wake.set()
+
+    def _is_running(self, job: ClaimedJob) -> bool:
+        with self._lock:
+            return job.id in self._running
+
+    def _snapshot(self) -> list[_Running]:
+        with self._lock:
+            return list(self._running.values())
+
+    # -- claiming --------------------------------------------------------------------------------
+
+    def _claim_loop(self) -> None:
+        idle = self.settings.worker_idle_poll_seconds
+        failures = 0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                free = self.concurrency - self.busy
+                if free > 0:
+                    claimed = self._claim(free)
+                    if len(claimed) == free:
+                        continue  # maybe more are due: take them once a slot frees up
+                    timeout = self._seconds_until_due(idle)
+                else:
+                    timeout = idle  # a finishing job wakes us
+                failures = 0
+            except Exception:  # noqa: BLE001 - the claim loop must outlive a database outage
+                failures += 1
+                timeout = min(30.0, 0.5 * 2 ** min(failures, 6))
+                log.warning("job claim failed; retrying", exc_info=True, extra={"retry_in": timeout})
+            self._wake.wait(timeout)
+
+    def _claim(self, limit: int) -> list[ClaimedJob]:
+        if not self._leases:
+            return []
+        with self.db.write() as conn:
+            claimed = runtime.claim(conn, worker_id=self.worker_id, kinds=self._leases, limit=limit)
+        with self._lock:
+            self._reserved += len(claimed)
+        for job in claimed:
+            metrics.JOBS_CLAIMED.labels(job.kind).inc()
+            metrics.JOB_QUEUE_LAG_SECONDS.labels(job.kind).observe(
+                max(0.0, (job.claimed_at - job.run_at).total_seconds())
+            )
+            self._queue.put(job)
+        return claimed
+
+    def _seconds_until_due(self, idle: float) -> float:
+        if not self._leases:
+            return idle
+        with self.db.read() as conn:
+            due = runtime.next_due(conn, kinds=list(self._leases))
+        if due is None:
+            return idle
+        # +1 ms: never wake a hair before run_at and find nothing
+        return min(idle, max(MIN_WAIT_SECONDS, (due - utcnow()).total_seconds() + 0.001))
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _handle_loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                self._execute(job)
+            except Exception:  # noqa: BLE001 - a handler thread must survive anything
+                log.exception("job runtime error", extra={"job_id": job.id, "kind": job.kind})
+            finally:
+                with self._lock:
+                    self._reserved -= 1
+                    self._running.pop(job.id, None)
+                self._wake.set()
+
+    def _execute(self, job: ClaimedJob) -> None:
+        kind = self._kinds[job.kind]
+        limit = min(kind.retry.max_attempts, job.max_attempts)
+        labels = {"job_id": job.id, "kind": job.kind, "attempt": job.attempts}
+        if job.attempts > limit:
+            # only reachable through an expired lease: the worker running the last attempt died
+            self._finish(job, error="lease expired during the last attempt (worker lost)", retry_in=None)
+            return
+        context = JobContext(
+            job_id=job.id,
+            kind=job.kind,
+            key=job.key,
+            payload=job.payload,
+            attempts=job.attempts,
+            db=self.db,
+            settings=self.settings,
+            services=self.services,
+            run_at=job.run_at,
+            worker_id=self.worker_id,
+        )
+        with self._lock:
+            self._running[job.id] = _Running(job, context, self._leases[job.kind])
+        started = time.perf_counter()
+        failure: Exception | None = None
+        try:
+            kind.handler(context)
+        except Exception as err:  # noqa: BLE001 - an unexpected error is retried like a retryable one
+            failure = err
+        metrics.JOB_RUN_SECONDS.labels(job.kind).observe(time.perf_counter() - started)
+        with self._lock:
+            self._running.pop(job.id, None)  # no more heartbeats: the outcome ends the lease
+        if failure is None:
+            if self._record(lambda conn: runtime.complete(conn, job=job)):
+                metrics.JOBS_SUCCEEDED.labels(job.kind).inc()
+            else:
+                self._lease_lost(job)
+            return
+        error = _error_text(failure)
+        if isinstance(failure, PermanentError):
+            log.warning("job failed permanently", extra={**labels, "error": error})
+            self._finish(job, error=error, retry_in=None)
+            return
+        retry_after = failure.retry_after if isinstance(failure, RetryableError) else None
+        retry_in = None if job.attempts >= limit else kind.retry.next_delay(job.attempts, retry_after=retry_after)
+        if isinstance(failure, RetryableError):
+            log.info("job failed", extra={**labels, "error": error, "retry_in": retry_in})
+        else:
+            log.error("job crashed", exc_info=failure, extra={**labels, "retry_in": retry_in})
+        self._finish(job, error=error, retry_in=retry_in)
+
+    def _finish(self, job: ClaimedJob, *, error: str, retry_in: float | None) -> None:
+        status = self._record(lambda conn: runtime.fail(conn, job=job, error=error, retry_in=retry_in))
+        if status == "dead":
+            metrics.JOBS_DEAD.labels(job.kind).inc()
+            log.error("job dead-lettered", extra={"job_id": job.id, "kind": job.kind, "error": error})
+        elif status == "pending":
+            metrics.JOBS_RETRIED.labels(job.kind).inc()
+        else:
+            self._lease_lost(job)
+
+    def _lease_lost(self, job: ClaimedJob) -> None:
+        metrics.JOBS_LEASE_LOST.labels(job.kind).inc()
+        log.warning(
+            "job lease lost before the outcome was recorded; the new lease holder decides",
+            extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempts},
+        )
+
+    def _record(self, change: Callable[[Connection], T]) -> T | None:
+        """Write an outcome, retrying through a short database outage; None if it never lands."""
+        for pause in (*OUTCOME_RETRIES, None):
+            try:
+                with self.db.write() as conn:
+                    return change(conn)
+            except sa.exc.SQLAlchemyError:
+                if pause is None:
+                    log.exception("could not record a job outcome; the lease will expire and it runs again")
+                    return None
+                time.sleep(pause)
+        return None
+
+    # -- leases ----------------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        shortest = min(self._leases.values(), default=float(self.settings.job_lease_seconds))
+        interval = max(0.1, shortest * HEARTBEAT_FRACTION)
+        while not self._halted.wait(interval):
+            for running in self._snapshot():
+                if running.context.lease_lost.is_set():
+                    continue
+                try:
+                    with self.db.write() as conn:
+                        kept = runtime.renew(conn, job=running.job, lease_seconds=running.lease_seconds)
+                except Exception:  # noqa: BLE001 - keep renewing the other leases
+                    log.warning("lease renewal failed", exc_info=True, extra={"job_id": running.job.id})
+                    continue
+                if not kept and self._is_running(running.job):
+                    running.context.lease_lost.set()
+                    log.warning(
+                        "lease lost while the job was running",
+                        extra={"job_id": running.job.id, "kind": running.job.kind},
+                    )
+
+    # -- PostgreSQL LISTEN -----------------------------------------------------------------------
+
+    def _listen_loop(self) -> None:
+        import psycopg
+
+        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        pause = 0.5
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._wake.set()  # anything enqueued while we were not listening
+                    pause = 0.5
+                    last_ping = time.monotonic()
+                    while not self._stopping.is_set():
+                        for notice in conn.notifies(timeout=0.5):
+                            if notice.payload in self._leases:
+                                self._wake.set()
+                        if time.monotonic() - last_ping > LISTEN_PING_SECONDS:
+                            conn.execute("SELECT 1")  # notice a dead connection
+                            last_ping = time.monotonic()
+            except Exception:  # noqa: BLE001 - the idle poll covers us while we reconnect
+                log.warning("job listener connection lost; reconnecting", exc_info=True, extra={"retry_in": pause})
+                self._stopping.wait(pause)
+                self._wake.set()
+                pause = min(30.0, pause * 2)
+
+
+def run_worker(
+    *,
+    settings: Settings,
+    db: Database,
+    registry: JobRegistry,
+    services: dict[str, Any] | None = None,
+    concurrency: int | None = None,
+) -> None:
+    """Run a worker in the foreground until SIGTERM or SIGINT, then shut down gracefully.
+
+    A second signal stops waiting for running jobs.
+    """
+    worker = Worker(db, settings, registry, services, concurrency=concurrency)
+    requested = threading.Event()
+    signals: list[int] = []
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        signals.append(signum)
+        requested.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worker.start()
+        while not requested.wait(0.5):
+            pass
+        log.info("job worker stopping", extra={"signal": signals[0] if signals else None})
+        stopper = threading.Thread(
+            target=worker.stop, args=(settings.worker_shutdown_timeout_seconds,), name="job-stop", daemon=True
+        )
+        stopper.start()
+        count = len(signals)
+        while stopper.is_alive() and len(signals) == count:
+            stopper.join(0.2)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

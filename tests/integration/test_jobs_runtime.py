@@ -1,0 +1,235 @@
+"""Job state changes on SQLite and PostgreSQL: outbox, claim, lease expiry, fencing, dedupe, replay."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from orderstream.db import Database, utcnow
+from orderstream.jobs import runtime
+from orderstream.jobs.models import jobs
+from orderstream.jobs.outbox import enqueue
+from tests.jobs_helpers import job_row, unique_kind
+
+
+def _claim(db: Database, kinds: dict[str, float], *, worker: str = "w1", limit: int = 10, now=None):  # type: ignore[no-untyped-def]
+    with db.write() as conn:
+        return runtime.claim(conn, worker_id=worker, kinds=kinds, limit=limit, now=now)
+
+
+def test_enqueue_in_a_rolled_back_transaction_leaves_no_job(db: Database) -> None:
+    kind = unique_kind("rollback")
+
+    class Boom(Exception):
+        pass
+
+    def enqueue_then_fail() -> None:
+        with db.write() as conn:
+            assert enqueue(conn, kind=kind, payload={"order_id": 1}) is not None
+            raise Boom
+
+    with pytest.raises(Boom):
+        enqueue_then_fail()
+    with db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).where(jobs.c.kind == kind)).scalar() == 0
+    assert _claim(db, {kind: 30}) == []
+
+
+def test_claim_then_complete(db: Database) -> None:
+    kind = unique_kind("claim")
+    with db.write() as conn:
+        job_id = enqueue(conn, kind=kind, payload={"n": 1})
+    [job] = _claim(db, {kind: 30})
+    assert (job.id, job.kind, job.payload, job.attempts) == (job_id, kind, {"n": 1}, 1)
+    row = job_row(db, job.id)
+    assert row["status"] == "running"
+    assert row["leased_by"] == "w1"
+    assert row["leased_until"] > utcnow() + timedelta(seconds=25)
+    # a running job with a live lease is not claimed again
+    assert _claim(db, {kind: 30}, worker="w2") == []
+    with db.write() as conn:
+        assert runtime.complete(conn, job=job) is True
+    row = job_row(db, job.id)
+    assert row["status"] == "done"
+    assert row["finished_at"] is not None
+    assert row["leased_until"] is None
+    assert _claim(db, {kind: 30}, worker="w2") == []
+
+
+def test_claim_takes_due_jobs_in_run_at_order_up_to_the_limit(db: Database) -> None:
+    kind = unique_kind("order")
+    now = utcnow()
+    with db.write() as conn:
+        late = enqueue(conn, kind=kind, payload={}, run_at=now - timedelta(seconds=1))
+        early = enqueue(conn, kind=kind, payload={}, run_at=now - timedelta(seconds=10))
+        future = enqueue(conn, kind=kind, payload={}, run_at=now + timedelta(seconds=60))
+        middle = enqueue(conn, kind=kind, payload={}, run_at=now - timedelta(seconds=5))
+    first = _claim(db, {kind: 120}, limit=2, now=now)
+    assert [job.id for job in first] == [early, middle]
+    second = _claim(db, {kind: 120}, limit=5, now=now)
+    assert [job.id for job in second] == [late]
+    with db.read() as conn:
+        assert runtime.next_due(conn, kinds=[kind]) == now + timedelta(seconds=60)
+    # the scheduled job is claimable exactly from its run_at
+    assert _claim(db, {kind: 120}, now=now + timedelta(seconds=59.9)) == []
+    assert [job.id for job in _claim(db, {kind: 120}, now=now + timedelta(seconds=60))] == [future]
+    with db.read() as conn:
+        assert runtime.next_due(conn, kinds=[kind]) == now + timedelta(seconds=120)  # the first lease end
+
+
+def test_per_kind_lease_lengths(db: Database) -> None:
+    short, long = unique_kind("short"), unique_kind("long")
+    now = utcnow()
+    with db.write() as conn:
+        enqueue(conn, kind=short, payload={}, run_at=now)
+        enqueue(conn, kind=long, payload={}, run_at=now)
+    claimed = {job.kind: job for job in _claim(db, {short: 5, long: 600}, now=now)}
+    assert job_row(db, claimed[short].id)["leased_until"] == now + timedelta(seconds=5)
+    assert job_row(db, claimed[long].id)["leased_until"] == now + timedelta(seconds=600)
+
+
+def test_unregistered_kind_waits_visible(db: Database) -> None:
+    known, unknown = unique_kind("known"), unique_kind("dispatch")
+    with db.write() as conn:
+        waiting = enqueue(conn, kind=unknown, payload={"order_id": "o1"})
+        enqueue(conn, kind=known, payload={})
+    assert [job.kind for job in _claim(db, {known: 30})] == [known]
+    assert _claim(db, {known: 30}) == []
+    row = job_row(db, waiting)  # type: ignore[arg-type]
+    assert (row["status"], row["attempts"], row["leased_by"]) == ("pending", 0, None)
+    with db.read() as conn:
+        listed = runtime.list_jobs(conn, status="pending", kind=unknown)
+        stats = {entry["kind"]: entry for entry in runtime.stats(conn)}
+    assert [job["id"] for job in listed] == [waiting]
+    assert stats[unknown]["pending"] == 1
+    assert stats[unknown]["oldest_due_lag_seconds"] >= 0
+
+
+def test_expired_lease_is_reclaimed_and_the_stale_holder_is_fenced_out(db: Database) -> None:
+    kind = unique_kind("lease")
+    t0 = utcnow()
+    with db.write() as conn:
+        enqueue(conn, kind=kind, payload={}, run_at=t0)
+    [stale] = _claim(db, {kind: 10}, worker="w1", now=t0)
+    # still leased: nobody else gets it
+    assert _claim(db, {kind: 10}, worker="w2", now=t0 + timedelta(seconds=9)) == []
+    # the lease ran out (w1 died or hung): w2 takes over, as a new attempt
+    [fresh] = _claim(db, {kind: 10}, worker="w2", now=t0 + timedelta(seconds=11))
+    assert fresh.id == stale.id
+    assert fresh.attempts == 2
+    with db.write() as conn:
+        # the stale holder can neither renew, nor complete, nor fail it
+        assert runtime.renew(conn, job=stale, lease_seconds=10) is False
+        assert runtime.complete(conn, job=stale) is False
+        assert runtime.fail(conn, job=stale, error="late", retry_in=1) is None
+    row = job_row(db, fresh.id)
+    assert (row["status"], row["leased_by"], row["attempts"], row["last_error"]) == ("running", "w2", 2, None)
+    with db.write() as conn:
+        assert runtime.renew(conn, job=fresh, lease_seconds=10) is True
+        assert runtime.complete(conn, job=fresh) is True
+    assert job_row(db, fresh.id)["status"] == "done"
+
+
+def test_same_worker_reclaiming_its_own_expired_lease_is_fenced_by_attempt(db: Database) -> None:
+    kind = unique_kind("self")
+    t0 = utcnow()
+    with db.write() as conn:
+        enqueue(conn, kind=kind, payload={}, run_at=t0)
+    [first] = _claim(db, {kind: 1}, worker="w1", now=t0)
+    [second] = _claim(db, {kind: 1}, worker="w1", now=t0 + timedelta(seconds=2))
+    with db.write() as conn:
+        assert runtime.complete(conn, job=first) is False
+        assert runtime.complete(conn, job=second) is True
+
+
+def test_renewed_lease_is_not_reclaimed(db: Database) -> None:
+    kind = unique_kind("renew")
+    t0 = utcnow()
+    with db.write() as conn:
+        enqueue(conn, kind=kind, payload={}, run_at=t0)
+    [job] = _claim(db, {kind: 10}, now=t0)
+    with db.write() as conn:
+        assert runtime.renew(conn, job=job, lease_seconds=10, now=t0 + timedelta(seconds=8)) is True
+    assert _claim(db, {kind: 10}, worker="w2", now=t0 + timedelta(seconds=12)) == []
+    assert len(_claim(db, {kind: 10}, worker="w2", now=t0 + timedelta(seconds=19))) == 1
+
+
+def test_failure_reschedules_then_dead_letters(db: Database) -> None:
+    kind = unique_kind("fail")
+    t0 = utcnow()
+    with db.write() as conn:
+        enqueue(conn, kind=kind, payload={}, run_at=t0)
+    [job] = _claim(db, {kind: 30}, now=t0)
+    with db.write() as conn:
+        assert runtime.fail(conn, job=job, error="provider 503", retry_in=5, now=t0) == "pending"
+    row = job_row(db, job.id)
+    assert (row["status"], row["run_at"], row["last_error"], row["leased_by"]) == (
+        "pending",
+        t0 + timedelta(seconds=5),
+        "provider 503",
+        None,
+    )
+    assert _claim(db, {kind: 30}, now=t0 + timedelta(seconds=4)) == []
+    [again] = _claim(db, {kind: 30}, now=t0 + timedelta(seconds=5))
+    assert again.attempts == 2
+    with db.write() as conn:
+        assert runtime.fail(conn, job=again, error="x" * 10_000, retry_in=None) == "dead"
+    row = job_row(db, job.id)
+    assert row["status"] == "dead"
+    assert row["finished_at"] is not None
+    assert len(row["last_error"]) == runtime.MAX_ERROR_CHARS
+    assert _claim(db, {kind: 30}, now=t0 + timedelta(days=1)) == []
+
+
+def test_key_dedupes_while_active_and_frees_after_done(db: Database) -> None:
+    kind = unique_kind("dedupe")
+    with db.write() as conn:
+        first = enqueue(conn, kind=kind, key="order-1", payload={"v": 1})
+        assert first is not None
+        assert enqueue(conn, kind=kind, key="order-1", payload={"v": 2}) is None
+        other = enqueue(conn, kind=kind, key="order-2", payload={})
+        assert other is not None
+    # in a later transaction, and while running, still one active job per key
+    [job] = _claim(db, {kind: 30}, limit=1)
+    assert job.id == first
+    with db.write() as conn:
+        assert enqueue(conn, kind=kind, key="order-1", payload={"v": 3}) is None
+        runtime.complete(conn, job=job)
+    with db.write() as conn:
+        again = enqueue(conn, kind=kind, key="order-1", payload={"v": 4})
+    assert again is not None
+    assert again != first
+    # another kind with the same key is independent
+    with db.write() as conn:
+        assert enqueue(conn, kind=unique_kind("dedupe_other"), key="order-1", payload={}) is not None
+
+
+def test_retry_dead_job_puts_it_back_to_pending(db: Database) -> None:
+    kind = unique_kind("replay")
+    with db.write() as conn:
+        job_id = enqueue(conn, kind=kind, key="k1", payload={})
+    [job] = _claim(db, {kind: 30})
+    with db.write() as conn:
+        runtime.fail(conn, job=job, error="boom", retry_in=None)
+    # while it is dead the key is free: a new job may take it, and then the dead one cannot come back
+    with db.write() as conn:
+        newer = enqueue(conn, kind=kind, key="k1", payload={})
+    with pytest.raises(runtime.JobError) as excinfo, db.write() as conn:
+        runtime.retry_dead(conn, job_id=job.id)
+    assert excinfo.value.code == "job_duplicate"
+    [newer_job] = _claim(db, {kind: 30})
+    assert newer_job.id == newer
+    with db.write() as conn:
+        runtime.complete(conn, job=newer_job)
+        row = runtime.retry_dead(conn, job_id=job.id)
+    assert (row["status"], row["attempts"], row["last_error"], row["finished_at"]) == ("pending", 0, "boom", None)
+    [replayed] = _claim(db, {kind: 30})
+    assert (replayed.id, replayed.attempts) == (job_id, 1)
+    with pytest.raises(runtime.JobError) as excinfo, db.write() as conn:
+        runtime.retry_dead(conn, job_id=job.id)
+    assert excinfo.value.code == "job_not_dead"
+    with pytest.raises(runtime.JobError) as excinfo, db.write() as conn:
+        runtime.retry_dead(conn, job_id=10**12)
+    assert excinfo.value.code == "job_not_found"

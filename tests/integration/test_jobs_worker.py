@@ -1,0 +1,306 @@
+"""The worker in-process, on SQLite and PostgreSQL: outcomes, backoff, run_at, heartbeats, wake-ups."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from orderstream.app import create_app
+from orderstream.db import Database, utcnow
+from orderstream.jobs.outbox import enqueue
+from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, PermanentError, RetryableError, RetryPolicy
+from orderstream.jobs.worker import Worker
+from tests.jobs_helpers import job_row, job_status, running_worker, unique_kind, wait_for, worker_settings
+
+
+class Recorder:
+    """Collects (job id, attempt, wall time) for each handler call, thread-safely."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, float]] = []
+        self._lock = threading.Lock()
+
+    def record(self, ctx: JobContext) -> None:
+        with self._lock:
+            self.calls.append((ctx.job_id, ctx.attempts, time.time()))
+
+    def times(self, job_id: int) -> list[float]:
+        with self._lock:
+            return [at for jid, _attempt, at in self.calls if jid == job_id]
+
+
+def _enqueue(db: Database, kind: str, **kwargs: Any) -> int:
+    with db.write() as conn:
+        job_id = enqueue(conn, kind=kind, payload=kwargs.pop("payload", {}), **kwargs)
+    assert job_id is not None
+    return job_id
+
+
+def _metric(name: str, kind: str) -> float | None:
+    return REGISTRY.get_sample_value(name, {"kind": kind})
+
+
+def test_worker_runs_a_job_and_marks_it_done(db: Database, db_url: str) -> None:
+    kind, seen = unique_kind("ok"), Recorder()
+    registry = JobRegistry()
+    payloads: list[dict[str, Any]] = []
+
+    def handler(ctx: JobContext) -> None:
+        payloads.append(ctx.payload)
+        assert ctx.services == {"marker": 1}
+        seen.record(ctx)
+
+    registry.register(JobKind(kind, handler))
+    with running_worker(db, worker_settings(db_url), registry, services={"marker": 1}):
+        job_id = _enqueue(db, kind, payload={"order_id": "o-1"})
+        wait_for(lambda: job_status(db, job_id) == "done")
+    assert payloads == [{"order_id": "o-1"}]
+    row = job_row(db, job_id)
+    assert (row["attempts"], row["last_error"]) == (1, None)
+    assert _metric("orderstream_jobs_claimed_total", kind) == 1
+    assert _metric("orderstream_jobs_succeeded_total", kind) == 1
+    assert _metric("orderstream_job_run_seconds_count", kind) == 1
+    assert _metric("orderstream_job_queue_lag_seconds_count", kind) == 1
+
+
+def test_retryable_error_backs_off_then_succeeds(db: Database, db_url: str) -> None:
+    kind, seen = unique_kind("retry"), Recorder()
+
+    def flaky(ctx: JobContext) -> None:
+        seen.record(ctx)
+        if ctx.attempts == 1:
+            raise RetryableError("provider 503")
+        if ctx.attempts == 2:
+            raise RetryableError("provider 429", retry_after=0.8)
+
+    registry = JobRegistry()
+    registry.register(JobKind(kind, flaky, retry=RetryPolicy(max_attempts=5, base_seconds=0.3, jitter=0)))
+    with running_worker(db, worker_settings(db_url), registry):
+        job_id = _enqueue(db, kind)
+        wait_for(lambda: job_status(db, job_id) == "done")
+    first, second, third = seen.times(job_id)
+    assert second - first >= 0.3  # base backoff
+    assert third - second >= 0.8  # Retry-After beat the 0.6 s backoff
+    assert second - first < 0.3 + 1.0  # and no idle-poll wait on top (idle poll is 30 s)
+    row = job_row(db, job_id)
+    assert (row["attempts"], row["last_error"]) == (3, "RetryableError: provider 429")
+    assert _metric("orderstream_jobs_retried_total", row["kind"]) == 2
+    assert _metric("orderstream_jobs_succeeded_total", row["kind"]) == 1
+
+
+def _run_until(
+    db: Database, db_url: str, handler: Any, *, retry: RetryPolicy, until: str, **enqueue_kwargs: Any
+) -> tuple[int, Recorder]:
+    """Run one job of a fresh kind whose handler records each call, until it reaches `until`."""
+    kind, seen = unique_kind("run"), Recorder()
+
+    def recorded(ctx: JobContext) -> None:
+        seen.record(ctx)
+        handler(ctx)
+
+    registry = JobRegistry()
+    registry.register(JobKind(kind, recorded, retry=retry))
+    with running_worker(db, worker_settings(db_url), registry):
+        job_id = _enqueue(db, kind, **enqueue_kwargs)
+        wait_for(lambda: job_status(db, job_id) == until)
+    return job_id, seen
+
+
+def _raise(error: Exception) -> Any:
+    def handler(ctx: JobContext) -> None:
+        raise error
+
+    return handler
+
+
+def test_unexpected_exception_is_retried_then_dead_lettered(db: Database, db_url: str) -> None:
+    policy = RetryPolicy(max_attempts=3, base_seconds=0.05, jitter=0)
+    job_id, seen = _run_until(db, db_url, _raise(ValueError("bad data")), retry=policy, until="dead")
+    row = job_row(db, job_id)
+    assert (row["attempts"], row["last_error"]) == (3, "ValueError: bad data")
+    assert row["finished_at"] is not None
+    assert _metric("orderstream_jobs_dead_total", row["kind"]) == 1
+    assert _metric("orderstream_jobs_retried_total", row["kind"]) == 2
+    assert len(seen.times(job_id)) == 3
+
+
+def test_job_row_max_attempts_caps_the_policy(db: Database, db_url: str) -> None:
+    policy = RetryPolicy(max_attempts=10, base_seconds=0.05, jitter=0)
+    job_id, seen = _run_until(db, db_url, _raise(RetryableError("nope")), retry=policy, until="dead", max_attempts=2)
+    assert len(seen.times(job_id)) == 2
+
+
+def test_permanent_error_dead_letters_at_once(db: Database, db_url: str) -> None:
+    error = PermanentError("provider rejected: invalid address")
+    job_id, seen = _run_until(db, db_url, _raise(error), retry=RetryPolicy(max_attempts=5), until="dead")
+    row = job_row(db, job_id)
+    assert (row["attempts"], row["last_error"]) == (1, "PermanentError: provider rejected: invalid address")
+    assert len(seen.times(job_id)) == 1
+
+
+def test_scheduled_job_starts_on_time_not_before(db: Database, db_url: str) -> None:
+    kind, seen = unique_kind("sched"), Recorder()
+    registry = JobRegistry()
+    registry.register(JobKind(kind, seen.record))
+    with running_worker(db, worker_settings(db_url, worker_idle_poll_seconds=30.0), registry):
+        run_at = utcnow() + timedelta(seconds=1.5)
+        job_id = _enqueue(db, kind, run_at=run_at)
+        later_id = _enqueue(db, kind, run_at=run_at + timedelta(seconds=0.7))
+        wait_for(lambda: job_status(db, later_id) == "done", timeout=10)
+    for jid, due in ((job_id, run_at), (later_id, run_at + timedelta(seconds=0.7))):
+        [started] = seen.times(jid)
+        error = started - due.timestamp()
+        print(f"scheduled start error ({db.engine.dialect.name}): {error * 1000:.1f} ms")
+        assert error >= 0, "started before run_at"
+        assert error < 0.75, f"started {error:.3f} s late"  # typically a few ms; generous for a loaded CI box
+
+
+def test_unregistered_kind_waits_while_registered_ones_run(db: Database, db_url: str) -> None:
+    kind, absent = unique_kind("here"), unique_kind("dispatch")
+    registry = JobRegistry()
+    registry.register(JobKind(kind, lambda ctx: None))
+    with running_worker(db, worker_settings(db_url), registry):
+        waiting = _enqueue(db, absent)
+        job_id = _enqueue(db, kind)
+        wait_for(lambda: job_status(db, job_id) == "done")
+        time.sleep(0.2)
+    row = job_row(db, waiting)
+    assert (row["status"], row["attempts"]) == ("pending", 0)
+
+
+def test_long_job_keeps_its_lease_and_runs_once(db: Database, db_url: str) -> None:
+    kind, seen = unique_kind("long"), Recorder()
+
+    def slow(ctx: JobContext) -> None:
+        seen.record(ctx)
+        time.sleep(2.5)
+        assert not ctx.lease_lost.is_set()
+
+    registry = JobRegistry()
+    registry.register(JobKind(kind, slow, lease_seconds=1))
+    settings = worker_settings(db_url, worker_idle_poll_seconds=0.2)
+    with running_worker(db, settings, registry), running_worker(db, settings, registry):
+        job_id = _enqueue(db, kind)
+        wait_for(lambda: job_status(db, job_id) == "done", timeout=15)
+    assert len(seen.times(job_id)) == 1
+    assert job_row(db, job_id)["attempts"] == 1
+
+
+def test_job_of_a_lost_worker_is_dead_after_its_last_attempt(db: Database, db_url: str) -> None:
+    """A job whose last attempt's lease expired (the worker died) is dead-lettered, not run again."""
+    kind, seen = unique_kind("poison"), Recorder()
+    registry = JobRegistry()
+    registry.register(JobKind(kind, seen.record, retry=RetryPolicy(max_attempts=1), lease_seconds=30))
+    job_id = _enqueue(db, kind)
+    from orderstream.jobs import runtime
+
+    with db.write() as conn:
+        runtime.claim(conn, worker_id="dead-worker", kinds={kind: 0.2}, limit=1)
+    with running_worker(db, worker_settings(db_url, worker_idle_poll_seconds=0.1), registry):
+        wait_for(lambda: job_status(db, job_id) == "dead")
+    assert seen.times(job_id) == []
+    assert "worker lost" in job_row(db, job_id)["last_error"]
+
+
+def _started_blocking_job(db: Database, db_url: str, release: threading.Event) -> tuple[Worker, str, int]:
+    """A started worker running one job that blocks until `release` is set (at most 10 s)."""
+    kind = unique_kind("blocking")
+    started = threading.Event()
+
+    def blocking(ctx: JobContext) -> None:
+        started.set()
+        release.wait(10)
+
+    registry = JobRegistry()
+    registry.register(JobKind(kind, blocking))
+    worker = Worker(db, worker_settings(db_url), registry)
+    worker.start()
+    job_id = _enqueue(db, kind)
+    assert started.wait(10)
+    return worker, kind, job_id
+
+
+def test_stop_waits_for_running_jobs(db: Database, db_url: str) -> None:
+    release = threading.Event()
+    worker, kind, job_id = _started_blocking_job(db, db_url, release)
+    threading.Timer(1.0, release.set).start()
+    assert worker.stop(timeout=10) is True
+    assert job_status(db, job_id) == "done"
+    # stopped: nothing is claimed any more
+    later = _enqueue(db, kind)
+    time.sleep(0.3)
+    assert job_status(db, later) == "pending"
+
+
+def test_stop_timeout_leaves_the_job_leased_for_another_worker(db: Database, db_url: str) -> None:
+    release = threading.Event()
+    worker, _kind, job_id = _started_blocking_job(db, db_url, release)
+    assert worker.stop(timeout=0.2) is False
+    row = job_row(db, job_id)
+    assert (row["status"], row["leased_by"]) == ("running", worker.worker_id)
+    release.set()
+
+
+def test_embedded_worker_wakes_on_the_request_commit(db: Database, db_url: str) -> None:
+    """serve's embedded worker starts a job enqueued in-process right after the commit (idle poll 30 s)."""
+    kind, seen = unique_kind("embedded"), Recorder()
+    registry = JobRegistry()
+    registry.register(JobKind(kind, seen.record))
+    settings = worker_settings(db_url, embedded_worker=True, worker_idle_poll_seconds=30.0)
+    app = create_app(settings, db=db, registry=registry)
+    latencies = []
+    with TestClient(app):
+        assert app.state.worker is not None
+        time.sleep(0.3)  # the worker is idle, sleeping for up to 30 s
+        for _ in range(5):
+            job_id = _enqueue(db, kind)
+            committed = time.time()
+            wait_for(lambda jid=job_id: seen.times(jid), timeout=5, interval=0.002)  # type: ignore[misc]
+            latencies.append(seen.times(job_id)[0] - committed)
+    assert app.state.worker.busy == 0
+    print(f"embedded wake latency ({db.engine.dialect.name}): max {max(latencies) * 1000:.1f} ms")
+    assert max(latencies) < 0.5
+
+
+def test_app_without_embedded_worker_starts_none(db: Database, db_url: str) -> None:
+    app = create_app(worker_settings(db_url), db=db)
+    with TestClient(app):
+        assert app.state.worker is None
+        assert "http" in app.state.services
+
+
+def _listener_pids(db: Database) -> set[int]:
+    with db.read() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+        ).all()
+    return {int(row[0]) for row in rows}
+
+
+@pytest.mark.postgres
+def test_listener_reconnects_after_its_connection_dies(pg_url: str) -> None:
+    """Jobs enqueued through another engine (no in-process signal) still wake the worker after a reconnect."""
+    worker_db, other_db = Database.from_url(pg_url, pool_size=5), Database.from_url(pg_url, pool_size=2)
+    kind, seen = unique_kind("relisten"), Recorder()
+    registry = JobRegistry()
+    registry.register(JobKind(kind, seen.record))
+    try:
+        with running_worker(worker_db, worker_settings(pg_url, worker_idle_poll_seconds=30.0), registry):
+            old = wait_for(lambda: _listener_pids(other_db))
+            with other_db.write() as conn:
+                conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM unnest(ARRAY{sorted(old)}) AS pid")
+            wait_for(lambda: _listener_pids(other_db) - old, timeout=15)
+            time.sleep(0.3)  # the reconnect's own catch-up wake has passed
+            job_id = _enqueue(other_db, kind)
+            committed = time.time()
+            wait_for(lambda: seen.times(job_id), timeout=5, interval=0.005)
+            assert seen.times(job_id)[0] - committed < 1.0
+    finally:
+        worker_db.dispose()
+        other_db.dispose()
