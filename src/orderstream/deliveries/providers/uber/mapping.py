@@ -456,8 +456,9 @@ def error_from_response(
         payload = None
     if not isinstance(payload, Mapping):
         payload = {}
-    code = str(payload.get("code") or f"http_{status}")
-    message = str(payload.get("message") or f"Uber Direct answered HTTP {status}")
+    # the API answers {code, message}; the OAuth token endpoint answers {error, error_description}
+    code = str(payload.get("code") or payload.get("error") or f"http_{status}")
+    message = str(payload.get("message") or payload.get("error_description") or f"Uber Direct answered HTTP {status}")
     metadata = payload.get("metadata") if isinstance(payload.get("metadata"), Mapping) else {}
     lowered = {k.lower(): v for k, v in headers.items()}
     retry_after = retry_after_seconds(lowered.get("retry-after"), now=now)
