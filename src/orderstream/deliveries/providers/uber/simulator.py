@@ -21,11 +21,13 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import heapq
 import hmac
 import json
 import random
 import re
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -438,6 +440,7 @@ class UberSimulator:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._http: httpx.AsyncClient | None = None
         self._ticker: asyncio.Task[Any] | None = None
+        self._due: list[tuple[float, int, str]] = []  # heap of (monotonic due time, version, delivery id)
         self._events = 0
 
     # --- background work -----------------------------------------------------------------------
@@ -468,19 +471,18 @@ class UberSimulator:
             await asyncio.sleep(min(0.05, max(0.01, self.config.step_seconds / 10)))
             now = time.monotonic()
             async with self.lock:
-                due = [
-                    d for d in self.deliveries.values() if d.auto and d.status not in TERMINAL and d.next_step_at <= now
-                ]
-                due += [
-                    d
-                    for d in self.deliveries.values()
-                    if d.auto and d.return_status == "pending" and d.next_step_at <= now
-                ]
-                for delivery in due:
-                    self._advance(delivery)
+                while self._due and self._due[0][0] <= now:
+                    _, version, delivery_id = heapq.heappop(self._due)
+                    delivery = self.deliveries.get(delivery_id)
+                    # entries of deliveries changed since they were scheduled are stale
+                    if delivery is None or delivery.version != version or not delivery.auto:
+                        continue
+                    if delivery.status not in TERMINAL or delivery.return_status == "pending":
+                        self._advance(delivery)
 
     def _schedule_next(self, delivery: SimDelivery, *, at: float | None = None) -> None:
         delivery.next_step_at = at if at is not None else time.monotonic() + self.config.step_seconds
+        heapq.heappush(self._due, (delivery.next_step_at, delivery.version, delivery.id))
         if (
             self.config.courier_updates
             and delivery.courier
@@ -853,6 +855,9 @@ class UberSimulator:
             )
         delivery.request = {**delivery.request, **changes}
         self._touch(delivery)
+        if delivery.auto and delivery.status not in TERMINAL:
+            # keep the scripted step where it was (the version it was scheduled under just changed)
+            heapq.heappush(self._due, (delivery.next_step_at, delivery.version, delivery.id))
         return delivery
 
     def push_state(self, delivery: SimDelivery, body: Mapping[str, Any]) -> SimDelivery:
@@ -861,6 +866,10 @@ class UberSimulator:
         imminent = bool(body.get("courier_imminent", False))
         if "auto" in body:
             delivery.auto = bool(body["auto"])
+        if status is None:
+            if delivery.auto and (delivery.status not in TERMINAL or delivery.return_status == "pending"):
+                self._schedule_next(delivery)
+            return delivery
         if status == "canceled":
             self._cancel(delivery, reason=str(body.get("reason") or ""), fee=body.get("fee"))
         elif status == "returned":
@@ -1261,6 +1270,54 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.sim = sim
     return app
+
+
+class BackgroundSimulator:
+    """The simulator served by uvicorn on a thread of this process (the sandbox default, tests).
+
+    `port=0` lets the OS choose; `base_url` tells where it listens once `start()` returned.
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        self.app = create_app(config)
+        self._server = uvicorn.Server(
+            uvicorn.Config(self.app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+        )
+        self._thread: threading.Thread | None = None
+        self.host = host
+
+    @property
+    def simulator(self) -> UberSimulator:
+        """The running simulator's state (for inspection)."""
+        sim: UberSimulator = self.app.state.sim
+        return sim
+
+    @property
+    def base_url(self) -> str:
+        """http://host:port of the running server."""
+        sockets = [sock for server in self._server.servers for sock in server.sockets]
+        if not sockets:
+            raise RuntimeError("the simulator is not listening")
+        return f"http://{self.host}:{sockets[0].getsockname()[1]}"
+
+    def start(self, *, timeout: float = 10.0) -> BackgroundSimulator:
+        """Start serving; returns once the socket listens."""
+        self._thread = threading.Thread(target=self._server.run, name="uber-simulator", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the Uber simulator did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """Stop serving and wait for the thread."""
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
 
 
 def run(config: SimulatorConfig, *, host: str = "127.0.0.1", port: int = 8300) -> None:
