@@ -531,12 +531,16 @@ def test_duplicate_and_out_of_order_webhooks(receiver: WebhookReceiver) -> None:
     ) as noisy:  # fmt: skip
         provider = UberDirectProvider(noisy.settings())
         ids = [provider.book(new_request()).provider_delivery_id for _ in range(3)]
+
+        def twice_each(delivery_id: str) -> bool:
+            counts: dict[str, int] = {}
+            for item in receiver.for_delivery(delivery_id):
+                counts[item.payload["id"]] = counts.get(item.payload["id"], 0) + 1
+            return len(counts) == 7 and min(counts.values()) >= 2
+
         for delivery_id in ids:
-            wait_for(
-                lambda d=delivery_id: len({i.payload["id"] for i in receiver.for_delivery(d)}) == 7,
-                timeout=30,
-                what="all seven status events",
-            )
+            # all seven status events, each delivered (at least) twice
+            wait_for(lambda d=delivery_id: twice_each(d), timeout=30, what="every status event twice")
         disordered = 0
         for delivery_id in ids:
             arrivals = receiver.for_delivery(delivery_id)
