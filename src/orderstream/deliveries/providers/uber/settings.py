@@ -30,6 +30,11 @@ class UberSettings(BaseSettings):
     # where book() looks for an existing delivery when Uber reports a used quote: pages of the list
     recovery_pages: int = 5
 
+    @property
+    def uses_sandbox_credentials(self) -> bool:
+        """True while no real Uber credentials are configured (then only a simulator can answer)."""
+        return self.client_id == SANDBOX_CLIENT_ID or self.client_secret.get_secret_value() == SANDBOX_CLIENT_SECRET
+
     @classmethod
     def for_simulator(cls, base_url: str, **overrides: object) -> UberSettings:
         """Settings that talk to a simulator at base_url (e.g. http://127.0.0.1:8123) with its default credentials."""

@@ -30,10 +30,11 @@ def load_spec(name: str = DELIVERIES_SPEC) -> dict[str, Any]:
     """The parsed OpenAPI document shipped in this package."""
     text = resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
     # the published files use unquoted RFC 3339 examples; keep every scalar a string, as JSON would
-    return yaml.load(text, Loader=_NoDatesLoader)  # noqa: S506 - a SafeLoader subclass
+    loaded: dict[str, Any] = yaml.load(text, Loader=_NoDatesLoader)  # noqa: S506 - a SafeLoader subclass
+    return loaded
 
 
-class _NoDatesLoader(yaml.SafeLoader):
+class _NoDatesLoader(yaml.SafeLoader):  # type: ignore[misc, unused-ignore]
     """SafeLoader that leaves timestamps as strings."""
 
 
@@ -112,7 +113,8 @@ def _registry(spec_name: str, strict: bool) -> Registry[Any]:
     if strict:
         contents = _closed(contents)
     resource: Resource[Any] = DRAFT202012.create_resource(contents)
-    return Registry().with_resource(_SPEC_URI + spec_name, resource)
+    registry: Registry[Any] = Registry().with_resource(_SPEC_URI + spec_name, resource)
+    return registry
 
 
 def _schema_errors(spec_name: str, schema: Mapping[str, Any], instance: Any, *, strict: bool = False) -> list[str]:
