@@ -555,3 +555,16 @@ def test_duplicate_and_out_of_order_webhooks(receiver: WebhookReceiver) -> None:
             disordered += first_seen != sorted(first_seen)
             assert provider.get(DeliveryRef("", delivery_id)).status is DeliveryStatus.COMPLETED  # GET is the truth
         assert disordered >= 1
+
+
+def test_simulator_wide_lifecycle_fault(
+    sim: SimulatorProcess, provider: UberDirectProvider, receiver: WebhookReceiver
+) -> None:
+    sim.control("POST", "/_sim/faults", {"mode": "no_courier"})
+    try:
+        booked = provider.book(new_request())  # no marker: the simulator-wide fault applies
+    finally:
+        sim.control("DELETE", "/_sim/faults")
+    wait_status(provider, receiver, booked.provider_delivery_id, DeliveryStatus.FAILED_TO_ASSIGN_DRIVER)
+    after = provider.book(new_request())  # cleared: the next delivery finds a courier
+    wait_status(provider, receiver, after.provider_delivery_id, DeliveryStatus.ENROUTE_TO_PICKUP)
