@@ -441,7 +441,6 @@ class UberSimulator:
         self._http: httpx.AsyncClient | None = None
         self._ticker: asyncio.Task[Any] | None = None
         self._due: list[tuple[float, int, str]] = []  # heap of (monotonic due time, version, delivery id)
-        self._events = 0
 
     # --- background work -----------------------------------------------------------------------
 
@@ -478,7 +477,10 @@ class UberSimulator:
                     if delivery is None or delivery.version != version or not delivery.auto:
                         continue
                     if delivery.status not in TERMINAL or delivery.return_status == "pending":
-                        self._advance(delivery)
+                        try:
+                            self._advance(delivery)
+                        except Exception:  # noqa: BLE001 - one broken delivery must not stop the others
+                            delivery.auto = False
 
     def _schedule_next(self, delivery: SimDelivery, *, at: float | None = None) -> None:
         delivery.next_step_at = at if at is not None else time.monotonic() + self.config.step_seconds
@@ -512,10 +514,10 @@ class UberSimulator:
             return
         nxt = delivery.stage + 1
         if nxt == 1 and "no_courier" in delivery.faults:
-            self._cancel(delivery, reason="couriers_busy")
+            self._cancel(delivery, reason="couriers_busy", fee=0)
             return
         if nxt == 3 and "courier_cancels" in delivery.faults:
-            self._cancel(delivery, reason="courier_canceled")
+            self._cancel(delivery, reason="courier_canceled", fee=0)
             return
         if nxt == 6 and "return" in delivery.faults:
             delivery.status, delivery.courier_imminent = "returned", False
@@ -571,7 +573,6 @@ class UberSimulator:
 
     def _emit(self, delivery: SimDelivery, kind: str) -> None:
         url = self.config.webhook_url
-        self._events += 1
         event_id = f"evt_{secrets.token_hex(8)}"
         payload = {
             "id": event_id,
@@ -1028,9 +1029,7 @@ async def create_delivery(request: Request, sim: UberSimulator) -> Response:
             raise SimulatorError(500, "internal_server_error", "We have experienced a problem.")
         return JSONResponse(out)
     except SimulatorError as err:
-        entry.setdefault("response_status", err.response.status_code)
-        if entry["response_status"] == 200:
-            entry["response_status"] = err.response.status_code
+        entry["response_status"] = err.response.status_code
         entry["error_code"] = json.loads(bytes(err.response.body)).get("code")
         raise
 
