@@ -7,12 +7,14 @@ import hmac
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import httpx
 
 from orderstream.deliveries.protocol import (
     CancelOutcome,
     Capabilities,
+    DeliveryProvider,
     DeliveryRef,
     DeliveryRequest,
     DeliverySnapshot,
@@ -188,3 +190,7 @@ class UberDirectProvider:
         except ValueError as exc:
             raise WebhookRejected(400, "invalid_payload", "Uber webhook body is not JSON") from exc
         return mapping.parse_webhook_event(payload)
+
+
+if TYPE_CHECKING:  # mypy proves the class satisfies the shared interface
+    _conforms: DeliveryProvider = UberDirectProvider(UberSettings())
