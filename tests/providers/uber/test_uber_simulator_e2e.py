@@ -80,7 +80,7 @@ def wait_status(
     return wait_for(
         lambda: (s := statuses(provider, receiver, delivery_id)) and status in s and s,
         timeout=30,
-        what=f"{status} webhook for {delivery_id}",
+        message=f"{status} webhook for {delivery_id}",
     )
 
 
@@ -457,7 +457,7 @@ def test_cancel_before_pickup_is_free(provider: UberDirectProvider, receiver: We
     assert provider.cancel(ref).canceled is True  # a repeated cancel is harmless
     wait_for(
         lambda: any(i.payload["status"] == "canceled" for i in receiver.for_delivery(booked.provider_delivery_id)),
-        what="canceled webhook",
+        message="canceled webhook",
     )
 
 
@@ -540,7 +540,7 @@ def test_duplicate_and_out_of_order_webhooks(receiver: WebhookReceiver) -> None:
 
         for delivery_id in ids:
             # all seven status events, each delivered (at least) twice
-            wait_for(lambda d=delivery_id: twice_each(d), timeout=30, what="every status event twice")
+            wait_for(lambda d=delivery_id: twice_each(d), timeout=30, message="every status event twice")
         disordered = 0
         for delivery_id in ids:
             arrivals = receiver.for_delivery(delivery_id)

@@ -48,7 +48,7 @@ def test_background_simulator_runs_a_delivery_to_the_door_even_after_a_tip_chang
             booked = provider.book(request, provider.quote(request))
             ref = DeliveryRef(request.external_id, booked.provider_delivery_id)
             provider.update(ref, tip=700)
-            wait_for(lambda: provider.get(ref).status is DeliveryStatus.COMPLETED, timeout=20, what="delivered")
+            wait_for(lambda: provider.get(ref).status is DeliveryStatus.COMPLETED, timeout=20, message="delivered")
             assert provider.get(ref).tip == 700
             assert any(r.payload["status"] == "delivered" for r in receiver.for_delivery(booked.provider_delivery_id))
             assert len(background.simulator.create_requests) == 1
@@ -62,7 +62,7 @@ def test_simulator_mounted_under_a_prefix() -> None:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: server.started, timeout=10, what="server start")
+        wait_for(lambda: server.started, timeout=10, message="server start")
         port = server.servers[0].sockets[0].getsockname()[1]
         provider = UberDirectProvider(UberSettings.for_simulator(f"http://127.0.0.1:{port}/sim/uber"))
         request = _request()
@@ -71,7 +71,7 @@ def test_simulator_mounted_under_a_prefix() -> None:
         assert f"127.0.0.1:{port}/sim/uber/_sim/track/" in booked.tracking_url
         # the lifecycle runs although a mounted app gets no lifespan events
         ref = DeliveryRef(request.external_id, booked.provider_delivery_id)
-        wait_for(lambda: provider.get(ref).status is not DeliveryStatus.PENDING, timeout=10, what="courier assigned")
+        wait_for(lambda: provider.get(ref).status is not DeliveryStatus.PENDING, timeout=10, message="courier assigned")
     finally:
         server.should_exit = True
         thread.join(10)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +19,9 @@ import httpx
 
 from orderstream.deliveries.protocol import Address, Contact, DeliveryRequest, Item
 from orderstream.deliveries.providers.uber import UberSettings
+from tests.e2e.harness import READY_TIMEOUT, ManagedProcess, ProcessError, free_port, orderstream_command, wait_for
+
+__all__ = ["free_port", "wait_for"]  # re-exported for the Uber tests
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FIXED_NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -66,27 +67,6 @@ def fake_settings(**overrides: Any) -> UberSettings:
     }
     values.update(overrides)
     return UberSettings(**values)
-
-
-def free_port() -> int:
-    """A port the OS says is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(
-    condition: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
-) -> Any:
-    """Poll until condition() is truthy; return its value or fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -170,7 +150,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 class SimulatorProcess:
     """`orderstream simulate uber` running as a separate process."""
 
-    process: subprocess.Popen[bytes]
+    process: ManagedProcess
     port: int
 
     @property
@@ -193,34 +173,32 @@ class SimulatorProcess:
         return list(self.control("GET", "/_sim/requests")["data"])
 
 
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/_sim/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 @contextmanager
 def simulator_process(*args: str) -> Iterator[SimulatorProcess]:
-    """Start `orderstream simulate uber` on a free port; stop it afterwards."""
-    exe = Path(sys.executable).with_name("orderstream")
-    command = [str(exe), "simulate", "uber"] if exe.exists() else [sys.executable, "-m", "orderstream.cli"]
-    for attempt in range(3):
+    """Start `orderstream simulate uber` on a free port (logs in a temp dir); stop it afterwards."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERSTREAM_")}
+    with tempfile.TemporaryDirectory(prefix="uber-sim-") as logs:
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERSTREAM_")}
-        process = subprocess.Popen(
-            [*command, "--port", str(port), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        process = ManagedProcess(
+            "uber-simulator",
+            [*orderstream_command(), "simulate", "uber", "--port", str(port), *args],
+            env=env,
+            log_path=Path(logs) / "uber-simulator.log",
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/_sim/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        if process.poll() is None:
-            break
-        if attempt == 2:
-            raise RuntimeError(f"simulator did not start: {process.stderr.read().decode() if process.stderr else ''}")
-    try:
-        yield SimulatorProcess(process, port)
-    finally:
-        process.terminate()
+        process.start()
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            deadline = time.monotonic() + READY_TIMEOUT
+            while not _healthy(port):
+                if not process.running or time.monotonic() > deadline:
+                    raise ProcessError(f"the Uber simulator did not start:\n{process.log_tail()}")
+                time.sleep(0.1)
+            yield SimulatorProcess(process, port)
+        finally:
+            process.stop()
