@@ -50,7 +50,13 @@ def test_background_simulator_runs_a_delivery_to_the_door_even_after_a_tip_chang
             provider.update(ref, tip=700)
             wait_for(lambda: provider.get(ref).status is DeliveryStatus.COMPLETED, timeout=20, message="delivered")
             assert provider.get(ref).tip == 700
-            assert any(r.payload["status"] == "delivered" for r in receiver.for_delivery(booked.provider_delivery_id))
+            wait_for(
+                lambda: any(
+                    r.payload["status"] == "delivered" for r in receiver.for_delivery(booked.provider_delivery_id)
+                ),
+                timeout=20,
+                message="the delivered webhook",
+            )
             assert len(background.simulator.create_requests) == 1
         finally:
             background.stop()

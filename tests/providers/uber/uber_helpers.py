@@ -89,8 +89,7 @@ class WebhookReceiver:
 
     server: ThreadingHTTPServer
     received: list[Received] = field(default_factory=list)
-    fail_first: dict[str, int] = field(default_factory=dict)  # event id -> answers 500 that many times
-    fail_all_first: int = 0
+    fail_external: dict[str, int] = field(default_factory=dict)  # delivery external_id -> refuse that many posts
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -118,14 +117,11 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
             status = 200
             with receiver.lock:
                 try:
-                    event_id = json.loads(body).get("id", "")
-                except ValueError:
-                    event_id = ""
-                if receiver.fail_all_first > 0:
-                    receiver.fail_all_first -= 1
-                    status = 500
-                elif receiver.fail_first.get(event_id, 0) > 0:
-                    receiver.fail_first[event_id] -= 1
+                    external_id = json.loads(body).get("data", {}).get("external_id", "")
+                except (ValueError, AttributeError):
+                    external_id = ""
+                if receiver.fail_external.get(external_id, 0) > 0:
+                    receiver.fail_external[external_id] -= 1
                     status = 500
                 receiver.received.append(Received({k.lower(): v for k, v in self.headers.items()}, body, status))
             self.send_response(status)
