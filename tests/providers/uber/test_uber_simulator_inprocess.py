@@ -12,10 +12,10 @@ from starlette.routing import Mount
 from orderstream.deliveries.protocol import DeliveryRef, DeliveryStatus
 from orderstream.deliveries.providers.uber import UberDirectProvider, UberSettings
 from orderstream.deliveries.providers.uber.simulator import (
-    BackgroundSimulator,
     SimulatorConfig,
     create_app,
     parse_markers,
+    start_in_thread,
 )
 from tests.factories import random_ref
 from tests.providers.uber.uber_helpers import make_request, wait_for, webhook_receiver
@@ -41,7 +41,7 @@ def test_fault_markers(notes: str, expected: dict[str, int | None]) -> None:
 
 def test_background_simulator_runs_a_delivery_to_the_door_even_after_a_tip_change() -> None:
     with webhook_receiver() as receiver:
-        background = BackgroundSimulator(SimulatorConfig(webhook_url=receiver.url, step_seconds=0.1)).start()
+        background = start_in_thread(SimulatorConfig(webhook_url=receiver.url, step_seconds=0.1))
         try:
             provider = UberDirectProvider(UberSettings.for_simulator(background.base_url))
             request = _request()

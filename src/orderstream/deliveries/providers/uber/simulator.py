@@ -1319,8 +1319,21 @@ class BackgroundSimulator:
             self._thread.join(timeout)
 
 
+def start_in_thread(
+    config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 10.0
+) -> BackgroundSimulator:
+    """Serve the simulator on a daemon thread; port 0 picks a free port (see `.base_url`, `.stop()`).
+
+    Same shape as the DoorDash simulator's, for the in-process sandbox.
+    """
+    return BackgroundSimulator(config, host=host, port=port).start(timeout=timeout)
+
+
 def run(config: SimulatorConfig, *, host: str = "127.0.0.1", port: int = 8300) -> None:
-    """Serve the simulator with uvicorn until interrupted."""
+    """Serve the simulator with uvicorn until interrupted (the CLI command)."""
     import uvicorn
 
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+
+
+serve = run  # the DoorDash simulator's name for the same thing
