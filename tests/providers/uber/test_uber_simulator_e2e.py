@@ -397,7 +397,7 @@ def test_courier_cancels_after_assignment(provider: UberDirectProvider, receiver
 
 
 def test_return_to_store(provider: UberDirectProvider, receiver: WebhookReceiver) -> None:
-    booked = provider.book(new_request(dropoff_instructions="[sim:return]"))
+    booked = provider.book(new_request(dropoff_instructions="[sim:return_to_store]"))
     seen = wait_status(provider, receiver, booked.provider_delivery_id, DeliveryStatus.RETURNED)
     assert seen[-3:] == [DeliveryStatus.ARRIVED_AT_DROPOFF, DeliveryStatus.ENROUTE_TO_RETURN, DeliveryStatus.RETURNED]
     snap = provider.get(DeliveryRef(booked.external_id, booked.provider_delivery_id))
@@ -576,3 +576,49 @@ def test_simulator_wide_lifecycle_fault(
     wait_status(provider, receiver, booked.provider_delivery_id, DeliveryStatus.FAILED_TO_ASSIGN_DRIVER)
     after = provider.book(new_request())  # cleared: the next delivery finds a courier
     wait_status(provider, receiver, after.provider_delivery_id, DeliveryStatus.ENROUTE_TO_PICKUP)
+
+
+def test_cancel_refused_once_a_courier_is_assigned(sim: SimulatorProcess, provider: UberDirectProvider) -> None:
+    booked = provider.book(new_request(dropoff_instructions="[sim:cancel_refused]"))
+    sim.control(
+        "POST", f"/_sim/deliveries/{booked.provider_delivery_id}/state", {"state": "enroute_to_pickup", "auto": False}
+    )
+    outcome = provider.cancel(DeliveryRef(booked.external_id, booked.provider_delivery_id))
+    assert (outcome.canceled, outcome.reason) == (False, "noncancelable_delivery")
+
+
+def test_hold_waits_for_the_control_endpoint(sim: SimulatorProcess, provider: UberDirectProvider) -> None:
+    booked = provider.book(new_request(dropoff_instructions="[sim:hold]"))
+    ref = DeliveryRef(booked.external_id, booked.provider_delivery_id)
+    time.sleep(0.8)  # four steps
+    assert provider.get(ref).status is DeliveryStatus.PENDING
+    sim.control(
+        "POST", f"/_sim/deliveries/{booked.provider_delivery_id}/state", {"status": "arrived_at_pickup", "resume": True}
+    )
+    assert provider.get(ref).status is DeliveryStatus.ARRIVED_AT_PICKUP
+    wait_for(lambda: provider.get(ref).status is DeliveryStatus.COMPLETED, timeout=30, message="resumed to the door")
+
+
+def test_per_delivery_duplicates_and_swapped_webhooks(provider: UberDirectProvider, receiver: WebhookReceiver) -> None:
+    booked = provider.book(new_request(dropoff_instructions="[sim:duplicates,out_of_order]"))
+    delivery_id = booked.provider_delivery_id
+
+    def arrivals() -> list[dict[str, Any]]:
+        return [i.payload for i in receiver.for_delivery(delivery_id) if i.payload["kind"] == "event.delivery_status"]
+
+    wait_for(lambda: len(arrivals()) >= 14, timeout=30, message="seven status events, twice each")
+    ids_in_arrival_order = list(dict.fromkeys(p["id"] for p in arrivals()))
+    by_creation = [p["id"] for p in sorted({p["id"]: p for p in arrivals()}.values(), key=lambda p: p["created"])]
+    assert len(ids_in_arrival_order) == 7
+    assert ids_in_arrival_order[:2] == [by_creation[1], by_creation[0]]  # pending overtaken by the next event
+
+
+def test_unserviceable_and_rate_limit_markers(provider: UberDirectProvider) -> None:
+    with pytest.raises(ProviderRejected) as rejected:
+        provider.book(new_request(dropoff_instructions="[sim:unserviceable]"))
+    assert rejected.value.code == "address_undeliverable"
+    limited = new_request(dropoff_instructions="[sim:rate_limit*1]")  # an alias of http_429
+    with pytest.raises(ProviderUnavailable) as info:
+        provider.book(limited)
+    assert (info.value.code, info.value.status, info.value.retry_after) == ("customer_limited", 429, 2.0)
+    assert provider.book(limited).status is DeliveryStatus.PENDING  # only the first call was limited

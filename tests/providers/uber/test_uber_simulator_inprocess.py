@@ -33,6 +33,7 @@ def _request(**overrides: object) -> object:
         ("[sim:no_courier]", {"no_courier": None}),
         ("Gate 4 [sim:http_500*2, cancel_fee] thanks", {"http_500": 2, "cancel_fee": None}),
         ("[sim:teleport]", {}),  # unknown modes are ignored
+        ("[sim:return,rate_limit*1]", {"return_to_store": None, "http_429": 1}),  # aliases
     ],
 )
 def test_fault_markers(notes: str, expected: dict[str, int | None]) -> None:

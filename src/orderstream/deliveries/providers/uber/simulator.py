@@ -1,18 +1,24 @@
 """A local Uber Direct: OAuth, quotes, deliveries, a scripted Robo-Courier-like lifecycle, signed webhooks, faults.
 
-Run it with `orderstream simulate uber --port N --webhook-url URL`, or build the ASGI app in process
-with `create_app(SimulatorConfig(...))`. Requests are validated against the same official OpenAPI
-files the adapter is tested with, and errors use Uber's `{code, message, kind, metadata}` bodies.
+Run it with `orderstream simulate uber --port N --webhook-url URL`, or in process with
+`start_in_thread(SimulatorConfig(...))` / `create_app(...)`. Requests are validated against the same
+official OpenAPI files the adapter is tested with, and errors use Uber's `{code, message, kind, metadata}`.
 
-Fault modes (names in FAULT_MODES) are selected:
-- for the whole simulator: `--fault MODE` (repeatable) or `POST /_sim/faults {"mode", "count"?, "operation"?}`
-  (`DELETE /_sim/faults` clears them);
-- for one delivery: a marker `[sim:MODE]` (or `[sim:MODE1,MODE2]`, `MODE*N` = only the first N
-  times) in the create request's `dropoff_notes`, or `POST /_sim/deliveries/{id}/faults {"mode"}`.
-Control: `POST /_sim/deliveries/{id}/state {"status", "courier_imminent"?, "auto"?}` pushes a delivery
-to any state; `GET /_sim/requests` lists every create request received; `GET /_sim/webhooks` lists
-webhook attempts; `POST /_sim/config` changes speed, webhook URL and webhook disorder at run time;
-`POST /_sim/tokens/expire` expires every issued token.
+Fault modes (the names are shared with the DoorDash simulator where they overlap):
+- lifecycle / webhooks of a delivery: `no_courier`, `courier_cancels`, `return_to_store`, `cancel_fee`,
+  `cancel_refused` (once a courier is assigned), `noncancelable` (always), `hold`, `duplicates`, `out_of_order`;
+- calls: `http_500`, `http_503`, `http_429` (with Retry-After), `couriers_busy` (503), `request_timeout` (408),
+  `unserviceable` (400 address_undeliverable), `slow` (answers after slow_seconds), `lost_response`
+  (does the work, then answers 500).
+They are selected
+- for the whole simulator: `--fault MODE` (repeatable), `POST /_sim/config {"faults": [...]}`, or
+  `POST /_sim/faults {"mode", "operation"?, "count"?}` (`DELETE /_sim/faults` clears them);
+- for one delivery: a marker `[sim:MODE]` (or `[sim:MODE1,MODE2]`; `MODE*N` = only the first N calls)
+  in the create request's `dropoff_notes`, or `POST /_sim/deliveries/{id}/faults {"mode"}`.
+Control: `POST /_sim/deliveries/{id}/state {"status" (Uber's or our canonical names), "courier_imminent"?,
+"auto"?}` pushes a delivery to any state; `GET /_sim/requests` lists every create request received;
+`GET /_sim/webhooks` lists webhook attempts; `POST /_sim/config` changes speed, webhook URL, disorder
+and TTLs at run time; `POST /_sim/tokens/expire` expires every issued token.
 """
 
 from __future__ import annotations
@@ -49,19 +55,41 @@ from orderstream.deliveries.providers.uber.settings import (
     SANDBOX_WEBHOOK_SIGNING_KEY,
 )
 
-# Faults on API answers (any operation, or the one named): error status, Uber code, extra headers.
+# Faults on API answers (any operation, or the one named): error status, Uber code, message.
 HTTP_FAULTS: dict[str, tuple[int, str, str]] = {
     "http_500": (500, "internal_server_error", "We have experienced a problem."),
     "http_503": (503, "service_unavailable", "Service is currently unavailable."),
-    "rate_limit": (429, "customer_limited", "Your account’s limits have been exceeded."),
+    "http_429": (429, "customer_limited", "Your account’s limits have been exceeded."),
     "couriers_busy": (503, "couriers_busy", "All of our couriers are currently busy."),
     "request_timeout": (408, "request_timeout", "The request timed out…"),
+    "unserviceable": (400, "address_undeliverable", "The specified location is not in a deliverable area."),
 }
 # `slow`: answer after slow_seconds; `lost_response`: do the work, then answer 500 as if the reply were lost.
 CALL_FAULTS = frozenset({*HTTP_FAULTS, "slow", "lost_response"})
-# Faults of one delivery's lifecycle and cancel behaviour.
-LIFECYCLE_FAULTS = frozenset({"no_courier", "courier_cancels", "return", "noncancelable", "cancel_fee"})
-FAULT_MODES = CALL_FAULTS | LIFECYCLE_FAULTS
+# Faults of one delivery's lifecycle, cancel behaviour and webhooks.
+LIFECYCLE_FAULTS = frozenset(
+    {
+        "no_courier",  # nobody accepts: canceled with undeliverable_reason couriers_busy
+        "courier_cancels",  # the courier is assigned, heads to the store, then cancels
+        "return_to_store",  # at the drop-off nobody answers: returned, then the return trip completes
+        "cancel_fee",  # a cancel once a courier is assigned charges cancellation_fee
+        "cancel_refused",  # a cancel is refused as soon as a courier is assigned
+        "noncancelable",  # a cancel is always refused
+        "hold",  # no automatic progress; move it with POST /_sim/deliveries/{id}/state
+        "duplicates",  # every webhook of the delivery is sent twice
+        "out_of_order",  # consecutive status webhooks of the delivery arrive swapped
+    }
+)
+# Other names accepted for the same modes (the DoorDash simulator's and older ones).
+FAULT_ALIASES = {"return": "return_to_store", "rate_limit": "http_429"}
+FAULT_MODES = CALL_FAULTS | LIFECYCLE_FAULTS | frozenset(FAULT_ALIASES)
+
+
+def canonical_fault(mode: str) -> str:
+    """The fault mode's canonical name (aliases resolved)."""
+    return FAULT_ALIASES.get(mode, mode)
+
+
 OPERATIONS = ("token", "quote", "create", "get", "list", "update", "cancel", "proof_of_delivery")
 
 # The forward lifecycle: (status, courier_imminent). Index = stage.
@@ -75,6 +103,17 @@ STAGES: tuple[tuple[str, bool], ...] = (
     ("delivered", False),
 )
 PICKED_UP_STAGE = 3
+# The control endpoint also takes our canonical statuses (and DoorDash-style names) as states.
+STATE_ALIASES: dict[str, tuple[str, bool]] = {
+    "enroute_to_pickup": ("pickup", False),
+    "arrived_at_pickup": ("pickup", True),
+    "picked_up": ("pickup_complete", False),
+    "enroute_to_dropoff": ("dropoff", False),
+    "arrived_at_dropoff": ("dropoff", True),
+    "completed": ("delivered", False),
+    "cancelled": ("canceled", False),
+    "enroute_to_return": ("returned", False),
+}
 TERMINAL = frozenset({"delivered", "canceled", "returned"})
 MARKER = re.compile(r"\[sim:([a-z_0-9*,\s]+)\]")
 ONE_PIXEL_PNG = base64.b64decode(
@@ -91,6 +130,9 @@ COURIERS = (
     {"name": "Ada L.", "vehicle_type": "bicycle"},
     {"name": "Sam K.", "vehicle_type": "motorcycle", "vehicle_make": "Honda", "vehicle_color": "red"},
 )
+
+
+_Outgoing = tuple[str, bytes, dict[str, Any], bool]  # (url, body, payload, send twice) of one webhook
 
 
 @dataclass
@@ -158,6 +200,8 @@ class SimDelivery:
     auto: bool = True
     next_step_at: float = 0.0
     version: int = 0
+    status_events: int = 0
+    held: _Outgoing | None = None  # a status webhook held back to arrive after the next one
 
     def body(self) -> dict[str, Any]:
         """Uber's delivery object (DeliveryResp) for this delivery, as of now."""
@@ -301,7 +345,7 @@ def parse_markers(text: str | None) -> dict[str, int | None]:
                 continue
             mode, _, count = token.partition("*")
             if mode in FAULT_MODES:
-                found[mode] = int(count) if count.isdigit() else None
+                found[canonical_fault(mode)] = int(count) if count.isdigit() else None
     return found
 
 
@@ -425,6 +469,7 @@ class UberSimulator:
     """The simulator's state and behaviour; all mutations happen on the event loop, under one lock."""
 
     def __init__(self, config: SimulatorConfig) -> None:
+        config.faults = tuple(canonical_fault(f) for f in config.faults)
         self.config = config
         self.rng = random.Random(config.seed)
         self.tokens: dict[str, float] = {}  # token -> monotonic expiry
@@ -519,7 +564,7 @@ class UberSimulator:
         if nxt == 3 and "courier_cancels" in delivery.faults:
             self._cancel(delivery, reason="courier_canceled", fee=0)
             return
-        if nxt == 6 and "return" in delivery.faults:
+        if nxt == 6 and "return_to_store" in delivery.faults:
             delivery.status, delivery.courier_imminent = "returned", False
             delivery.undeliverable_action, delivery.undeliverable_reason = "returned", "CUSTOMER_UNAVAILABLE"
             delivery.return_status = "pending"
@@ -599,14 +644,41 @@ class UberSimulator:
             )
             return
         body = json.dumps(payload, separators=(",", ":")).encode()
-        delay = 0.0
-        if kind == "event.delivery_status" and self.rng.random() < self.config.out_of_order_rate:
-            delay = self.config.step_seconds * 1.5  # the next status event overtakes this one
-        self._spawn(self._deliver(url, body, payload, delay))
-        if self.rng.random() < self.config.duplicate_rate:
-            self._spawn(self._deliver(url, body, payload, delay + min(0.2, self.config.step_seconds / 4)))
+        twice = "duplicates" in delivery.faults or self.rng.random() < self.config.duplicate_rate
+        event: _Outgoing = (url, body, payload, twice)
+        if kind != "event.delivery_status":
+            self._spawn(self._deliver_event(event))
+            return
+        delivery.status_events += 1
+        held, delivery.held = delivery.held, None
+        swap = "out_of_order" in delivery.faults and delivery.status_events % 2 == 1
+        if swap or self.rng.random() < self.config.out_of_order_rate:
+            # held back until the next status event has been delivered (or two steps, if none comes)
+            delivery.held = event
+            self._spawn(self._release_later(delivery, event))
+            if held is not None:
+                self._spawn(self._deliver_event(held))
+            return
+        self._spawn(self._deliver_in_order(event, held))
 
-    async def _deliver(self, url: str, body: bytes, payload: Mapping[str, Any], delay: float) -> None:
+    async def _deliver_event(self, event: _Outgoing) -> None:
+        url, body, payload, twice = event
+        await self._deliver(url, body, payload)
+        if twice:  # the same event (same id) once more, as a provider retry would
+            await self._deliver(url, body, payload, delay=min(0.2, self.config.step_seconds / 4))
+
+    async def _deliver_in_order(self, first: _Outgoing, then: _Outgoing | None) -> None:
+        await self._deliver_event(first)
+        if then is not None:
+            await self._deliver_event(then)
+
+    async def _release_later(self, delivery: SimDelivery, event: _Outgoing) -> None:
+        await asyncio.sleep(self.config.step_seconds * 2)
+        if delivery.held is event:
+            delivery.held = None
+            await self._deliver_event(event)
+
+    async def _deliver(self, url: str, body: bytes, payload: Mapping[str, Any], *, delay: float = 0.0) -> None:
         if delay:
             await asyncio.sleep(delay)
         if self._http is None:
@@ -802,6 +874,7 @@ class UberSimulator:
             tracking_url=f"{base_url.rstrip('/')}/_sim/track/{delivery_id}",
             faults=faults,
         )
+        delivery.auto = "hold" not in faults
         if quote_id:
             self.quotes[str(quote_id)]["used_by"] = delivery_id
         self.deliveries[delivery_id] = delivery
@@ -822,7 +895,8 @@ class UberSimulator:
         """Cancel before pickup (free, or the cancellation fee once a courier is assigned in cancel_fee mode)."""
         if delivery.status == "canceled":
             return delivery  # a repeated cancel answers with the canceled delivery
-        if "noncancelable" in delivery.faults or delivery.stage >= PICKED_UP_STAGE or delivery.status in TERMINAL:
+        refused = "noncancelable" in delivery.faults or ("cancel_refused" in delivery.faults and delivery.courier)
+        if refused or delivery.stage >= PICKED_UP_STAGE or delivery.status in TERMINAL:
             raise SimulatorError(400, "noncancelable_delivery", "Delivery cannot be cancelled")
         fee = self.config.cancellation_fee if "cancel_fee" in delivery.faults and delivery.courier else 0
         self._cancel(delivery, reason="", fee=fee)
@@ -863,10 +937,12 @@ class UberSimulator:
 
     def push_state(self, delivery: SimDelivery, body: Mapping[str, Any]) -> SimDelivery:
         """Control endpoint: put a delivery in any state (and optionally stop or resume its script)."""
-        status = body.get("status")
+        status = body.get("status", body.get("state"))
         imminent = bool(body.get("courier_imminent", False))
-        if "auto" in body:
-            delivery.auto = bool(body["auto"])
+        if isinstance(status, str) and status in STATE_ALIASES:
+            status, imminent = STATE_ALIASES[status]
+        if "auto" in body or "resume" in body:
+            delivery.auto = bool(body.get("auto", body.get("resume")))
         if status is None:
             if delivery.auto and (delivery.status not in TERMINAL or delivery.return_status == "pending"):
                 self._schedule_next(delivery)
@@ -1167,7 +1243,7 @@ async def sim_state(request: Request, sim: UberSimulator) -> Response:
 async def sim_delivery_faults(request: Request, sim: UberSimulator) -> Response:
     """POST /_sim/deliveries/{delivery_id}/faults {"mode"}: add a lifecycle fault to one delivery."""
     body = await _json_or_empty(request)
-    mode = body.get("mode")
+    mode = canonical_fault(str(body.get("mode")))
     if mode not in LIFECYCLE_FAULTS:
         raise SimulatorError(400, "invalid_params", f"mode must be one of {sorted(LIFECYCLE_FAULTS)}")
     async with sim.lock:
@@ -1185,7 +1261,7 @@ async def sim_faults(request: Request, sim: UberSimulator) -> Response:
         return JSONResponse({"faults": []})
     if request.method == "POST":
         body = await _json_or_empty(request)
-        mode, operation, count = body.get("mode"), body.get("operation"), body.get("count")
+        mode, operation, count = canonical_fault(str(body.get("mode"))), body.get("operation"), body.get("count")
         if mode not in FAULT_MODES or (operation is not None and operation not in OPERATIONS):
             raise SimulatorError(400, "invalid_params", f"mode in {sorted(FAULT_MODES)}, operation in {OPERATIONS}")
         if mode in LIFECYCLE_FAULTS:
@@ -1208,12 +1284,19 @@ async def sim_config(request: Request, sim: UberSimulator) -> Response:
         "webhook_url", "step_seconds", "duplicate_rate", "out_of_order_rate", "courier_updates", "quote_ttl_seconds",
         "token_ttl_seconds", "webhook_retry_seconds", "slow_seconds", "cancellation_fee", "retry_after_seconds",
     }  # fmt: skip
-    unknown = set(body) - allowed
+    unknown = set(body) - allowed - {"faults"}
     if unknown:
         raise SimulatorError(400, "invalid_params", f"unknown settings {sorted(unknown)}")
+    if "faults" in body:
+        # the whole simulator-wide fault list, replaced (as `--fault` sets it at start)
+        faults = [canonical_fault(str(f)) for f in body.pop("faults") or []]
+        if any(f not in FAULT_MODES for f in faults):
+            raise SimulatorError(400, "invalid_params", f"fault modes are {sorted(FAULT_MODES)}")
+        sim.config.faults = tuple(faults)
+        sim.global_faults = [GlobalFault(f) for f in faults if f in CALL_FAULTS]
     for key, value in body.items():
         setattr(sim.config, key, value)
-    return JSONResponse({k: getattr(sim.config, k) for k in sorted(allowed)})
+    return JSONResponse({"faults": list(sim.config.faults), **{k: getattr(sim.config, k) for k in sorted(allowed)}})
 
 
 @_handled
