@@ -273,38 +273,39 @@ def _at(minutes: float) -> str:
     return (datetime.now(UTC) + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@pytest.mark.parametrize(
-    ("windows", "code"),
+@pytest.mark.parametrize(  # minutes from the moment the test runs, not from when it was collected
+    ("offsets", "code"),
     [
-        ({"pickup_ready_dt": _at(-30)}, "pickup_ready_too_early"),
-        ({"pickup_ready_dt": _at(31 * 24 * 60)}, "pickup_ready_too_late"),
-        ({"pickup_ready_dt": _at(60), "pickup_deadline_dt": _at(65)}, "pickup_window_too_small"),
-        ({"pickup_ready_dt": _at(1), "pickup_deadline_dt": _at(12)}, "pickup_deadline_too_early"),
+        ({"pickup_ready_dt": -30}, "pickup_ready_too_early"),
+        ({"pickup_ready_dt": 31 * 24 * 60}, "pickup_ready_too_late"),
+        ({"pickup_ready_dt": 60, "pickup_deadline_dt": 65}, "pickup_window_too_small"),
+        ({"pickup_ready_dt": 1, "pickup_deadline_dt": 12}, "pickup_deadline_too_early"),
         (
-            {"pickup_ready_dt": _at(60), "pickup_deadline_dt": _at(80), "dropoff_ready_dt": _at(90)},
+            {"pickup_ready_dt": 60, "pickup_deadline_dt": 80, "dropoff_ready_dt": 90},
             "dropoff_ready_after_pickup_deadline",
         ),
         (
             {
-                "pickup_ready_dt": _at(60),
-                "pickup_deadline_dt": _at(80),
-                "dropoff_ready_dt": _at(70),
-                "dropoff_deadline_dt": _at(85),
+                "pickup_ready_dt": 60,
+                "pickup_deadline_dt": 80,
+                "dropoff_ready_dt": 70,
+                "dropoff_deadline_dt": 85,
             },
             "dropoff_deadline_too_early",
         ),
         (
             {
-                "pickup_ready_dt": _at(60),
-                "pickup_deadline_dt": _at(120),
-                "dropoff_ready_dt": _at(60),
-                "dropoff_deadline_dt": _at(100),
+                "pickup_ready_dt": 60,
+                "pickup_deadline_dt": 120,
+                "dropoff_ready_dt": 60,
+                "dropoff_deadline_dt": 100,
             },
             "dropoff_deadline_before_pickup_deadline",
         ),
     ],
 )
-def test_window_rules_answer_uber_codes(sim: SimulatorProcess, windows: dict[str, str], code: str) -> None:
+def test_window_rules_answer_uber_codes(sim: SimulatorProcess, offsets: dict[str, float], code: str) -> None:
+    windows = {name: _at(minutes) for name, minutes in offsets.items()}
     body = {
         "pickup_address": "100 Maiden Ln, New York, NY",
         "dropoff_address": "30 Lincoln Center Plaza, New York, NY",
