@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import uvicorn
@@ -48,6 +49,10 @@ def test_background_simulator_runs_a_delivery_to_the_door_even_after_a_tip_chang
             request = _request()
             booked = provider.book(request, provider.quote(request))
             ref = DeliveryRef(request.external_id, booked.provider_delivery_id)
+            # ETAs follow the simulator's pace: seven steps of 0.1 s, not real-world minutes
+            assert booked.pickup_eta is not None
+            assert booked.dropoff_eta is not None
+            assert booked.pickup_eta < booked.dropoff_eta < datetime.now(UTC) + timedelta(seconds=5)
             provider.update(ref, tip=700)
             wait_for(lambda: provider.get(ref).status is DeliveryStatus.COMPLETED, timeout=20, message="delivered")
             assert provider.get(ref).tip == 700

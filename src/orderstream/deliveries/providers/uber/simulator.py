@@ -201,14 +201,26 @@ class SimDelivery:
     next_step_at: float = 0.0
     version: int = 0
     status_events: int = 0
+    step_seconds: float = 8.0  # the simulator's pace, for ETAs
     held: _Outgoing | None = None  # a status webhook held back to arrive after the next one
 
     def body(self) -> dict[str, Any]:
         """Uber's delivery object (DeliveryResp) for this delivery, as of now."""
         req = self.request
         now = datetime.now(UTC)
-        pickup_eta = self.pickup_ready or self.created + timedelta(minutes=10)
-        dropoff_eta = pickup_eta + timedelta(minutes=15)
+        step = timedelta(seconds=self.step_seconds)
+        last = len(STAGES) - 1
+        if self.pickup_done_at is not None:
+            pickup_eta = self.pickup_done_at
+        else:
+            # the courier reaches the store at stage 2 (imminent); a scheduled one not before pickup_ready
+            pickup_eta = now + max(0, 2 - self.stage) * step
+            if self.stage == 0 and self.pickup_ready is not None:
+                pickup_eta = max(pickup_eta, self.pickup_ready + 2 * step)
+        if self.dropoff_done_at is not None:
+            dropoff_eta = self.dropoff_done_at
+        else:
+            dropoff_eta = max(pickup_eta, now) + max(1, last - max(self.stage, 2)) * step
         pickup: dict[str, Any] = {
             "name": req.get("pickup_business_name") or req.get("pickup_name", ""),
             "phone_number": req.get("pickup_phone_number", ""),
@@ -255,8 +267,8 @@ class SimDelivery:
             "pickup_deadline": _iso(self.pickup_deadline or self.created + timedelta(minutes=30)),
             "dropoff_ready": _iso(self.dropoff_ready or self.created),
             "dropoff_deadline": _iso(self.dropoff_deadline or self.created + timedelta(minutes=60)),
-            "pickup_eta": _iso(max(pickup_eta, now) if self.stage < PICKED_UP_STAGE else pickup_eta),
-            "dropoff_eta": _iso(max(dropoff_eta, now) if self.status not in TERMINAL else dropoff_eta),
+            "pickup_eta": _iso(pickup_eta),
+            "dropoff_eta": _iso(dropoff_eta),
             "tracking_url": self.tracking_url,
             "undeliverable_action": self.undeliverable_action,
             "undeliverable_reason": self.undeliverable_reason,
@@ -329,6 +341,22 @@ def _location(req: Mapping[str, Any], prefix: str) -> dict[str, float]:
         return {"lat": float(lat), "lng": float(lng)}
     seed = int(hashlib.sha256(str(req.get(f"{prefix}_address", "")).encode()).hexdigest()[:8], 16)
     return {"lat": 37.7 + (seed % 1000) / 10000, "lng": -122.4 - (seed // 1000 % 1000) / 10000}
+
+
+def _courier_position(delivery: SimDelivery, *, half_step: bool) -> dict[str, float]:
+    """Where the courier is: on the way to the store (stages 1-2), at it (3), then on to the customer (4-6)."""
+    store, door = _location(delivery.request, "pickup"), _location(delivery.request, "dropoff")
+    start = {"lat": store["lat"] + 0.01, "lng": store["lng"] + 0.01}
+    stage = delivery.stage + (0.5 if half_step else 0.0)
+    if stage <= 2:
+        origin, target, fraction = start, store, (stage - 1) / 1.0
+    else:
+        origin, target, fraction = store, door, (stage - 3) / 2.0
+    fraction = min(1.0, max(0.0, fraction))
+    return {
+        "lat": round(origin["lat"] + (target["lat"] - origin["lat"]) * fraction, 6),
+        "lng": round(origin["lng"] + (target["lng"] - origin["lng"]) * fraction, 6),
+    }
 
 
 def _strip_markers(text: str) -> str:
@@ -528,6 +556,7 @@ class UberSimulator:
                             delivery.auto = False
 
     def _schedule_next(self, delivery: SimDelivery, *, at: float | None = None) -> None:
+        delivery.step_seconds = self.config.step_seconds
         delivery.next_step_at = at if at is not None else time.monotonic() + self.config.step_seconds
         heapq.heappush(self._due, (delivery.next_step_at, delivery.version, delivery.id))
         if (
@@ -543,11 +572,7 @@ class UberSimulator:
             delivery = self.deliveries.get(delivery_id)
             if delivery is None or delivery.version != version or not delivery.courier:
                 return
-            location = delivery.courier.get("location") or {}
-            delivery.courier["location"] = {
-                "lat": round(float(location.get("lat", 37.77)) + self.rng.uniform(-0.002, 0.002), 6),
-                "lng": round(float(location.get("lng", -122.42)) + self.rng.uniform(-0.002, 0.002), 6),
-            }
+            delivery.courier["location"] = _courier_position(delivery, half_step=True)
             self._emit(delivery, "event.courier_update")
 
     def _advance(self, delivery: SimDelivery) -> None:
@@ -592,6 +617,8 @@ class UberSimulator:
             }
         if stage == 0:
             delivery.courier = None
+        if delivery.courier is not None:
+            delivery.courier["location"] = _courier_position(delivery, half_step=False)
         if stage >= PICKED_UP_STAGE and delivery.pickup_done_at is None:
             delivery.pickup_done_at = now
         if stage < PICKED_UP_STAGE:
