@@ -623,3 +623,23 @@ def test_unserviceable_and_rate_limit_markers(provider: UberDirectProvider) -> N
         provider.book(limited)
     assert (info.value.code, info.value.status, info.value.retry_after) == ("customer_limited", 429, 2.0)
     assert provider.book(limited).status is DeliveryStatus.PENDING  # only the first call was limited
+
+
+def test_book_retried_after_the_idempotency_window_still_books_once(
+    sim: SimulatorProcess, provider: UberDirectProvider
+) -> None:
+    request = new_request()
+    quote = provider.quote(request)
+    sim.control("POST", "/_sim/config", {"idempotency_window_seconds": 0.2})
+    try:
+        first = provider.book(request, quote)
+        time.sleep(0.4)  # Uber forgets the idempotency key (60 min in real life)
+        again = provider.book(request, quote)  # used_quote or 409 duplicate_delivery -> the existing delivery
+        without_quote = provider.book(request)  # 409 duplicate_delivery (same manifest_reference + external_id)
+    finally:
+        sim.control("POST", "/_sim/config", {"idempotency_window_seconds": 3600})
+    assert again.provider_delivery_id == first.provider_delivery_id
+    assert without_quote.provider_delivery_id == first.provider_delivery_id
+    mine = [r for r in sim.create_requests() if r.get("external_id") == request.external_id]
+    assert [r["response_status"] for r in mine] == [200, 409, 409]
+    assert sum(1 for r in mine if r.get("created")) == 1

@@ -1310,6 +1310,7 @@ async def sim_config(request: Request, sim: UberSimulator) -> Response:
     allowed = {
         "webhook_url", "step_seconds", "duplicate_rate", "out_of_order_rate", "courier_updates", "quote_ttl_seconds",
         "token_ttl_seconds", "webhook_retry_seconds", "slow_seconds", "cancellation_fee", "retry_after_seconds",
+        "idempotency_window_seconds",
     }  # fmt: skip
     unknown = set(body) - allowed - {"faults"}
     if unknown:
