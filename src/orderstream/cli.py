@@ -288,6 +288,53 @@ def simulate_doordash(
     serve(config, host=host, port=port)
 
 
+@simulate_app.command("uber")
+def simulate_uber(
+    port: int = typer.Option(8300, help="port to listen on"),
+    host: str = typer.Option("127.0.0.1"),
+    webhook_url: str = typer.Option(
+        None, help="where signed webhooks go, e.g. http://127.0.0.1:8000/providers/uber/webhook"
+    ),
+    step_seconds: float = typer.Option(8.0, help="seconds between lifecycle steps"),
+    fault: list[str] = typer.Option([], help="fault mode for every delivery or call (repeatable)"),
+    duplicate_rate: float = typer.Option(0.0, help="probability that a webhook is sent twice"),
+    out_of_order_rate: float = typer.Option(0.0, help="probability that a status webhook arrives after the next"),
+    quote_ttl_seconds: float = typer.Option(900.0),
+    token_ttl_seconds: float = typer.Option(30 * 24 * 3600.0),
+    webhook_retry_seconds: float = typer.Option(1.0, help="first webhook retry delay (doubles)"),
+    courier_updates: bool = typer.Option(True, help="send event.courier_update between steps"),
+    customer_id: str = typer.Option(None),
+    client_id: str = typer.Option(None),
+    client_secret: str = typer.Option(None),
+    signing_key: str = typer.Option(None, help="webhook signing key"),
+    seed: int = typer.Option(None, help="random seed for couriers and webhook disorder"),
+) -> None:
+    """Run the Uber Direct simulator (OAuth, quotes, deliveries, lifecycle webhooks, faults)."""
+    from orderstream.deliveries.providers.uber import simulator
+
+    config = simulator.SimulatorConfig(
+        webhook_url=webhook_url,
+        step_seconds=step_seconds,
+        faults=tuple(fault),
+        duplicate_rate=duplicate_rate,
+        out_of_order_rate=out_of_order_rate,
+        quote_ttl_seconds=quote_ttl_seconds,
+        token_ttl_seconds=token_ttl_seconds,
+        webhook_retry_seconds=webhook_retry_seconds,
+        courier_updates=courier_updates,
+        seed=seed,
+    )
+    for name, value in {"customer_id": customer_id, "client_id": client_id, "client_secret": client_secret,
+                        "signing_key": signing_key}.items():  # fmt: skip
+        if value is not None:
+            setattr(config, name, value)
+    unknown = [f for f in fault if f not in simulator.FAULT_MODES]
+    if unknown:
+        raise typer.BadParameter(f"unknown fault modes {unknown}; known: {sorted(simulator.FAULT_MODES)}")
+    typer.echo(f"Uber Direct simulator on http://{host}:{port}", err=True)
+    simulator.run(config, host=host, port=port)
+
+
 def main() -> None:
     """Entry point of the `orderstream` script."""
     app()
