@@ -14,7 +14,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
-_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT
+# Not globally reachable, yet not all of them flagged by every Python's ipaddress tables.
+_SPECIAL_V4 = (
+    ipaddress.ip_network("100.64.0.0/10"),  # carrier-grade NAT
+    ipaddress.ip_network("192.0.0.0/24"),  # IETF protocol assignments
+    ipaddress.ip_network("192.88.99.0/24"),  # 6to4 relay anycast (deprecated)
+    ipaddress.ip_network("198.18.0.0/15"),  # benchmarking
+)
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -42,7 +48,7 @@ def blocked_reason(ip: IPAddress) -> str | None:
         (ip.is_loopback, "loopback address"),
         (ip.is_link_local, "link-local address"),
         (ip.is_multicast, "multicast address"),
-        (isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED, "shared (carrier-grade NAT) address"),
+        (isinstance(ip, ipaddress.IPv4Address) and any(ip in n for n in _SPECIAL_V4), "special-purpose address"),
         (ip.is_private, "private address"),
         (ip.is_reserved, "reserved address"),
         (not ip.is_global, "non-public address"),
