@@ -466,7 +466,7 @@ def get_delivery(conn: Connection, *, delivery_id: str, partner_id: int | None =
     attempts = conn.execute(
         sa.select(webhook_attempts).where(webhook_attempts.c.delivery_id == delivery_id).order_by(webhook_attempts.c.id)
     ).mappings()
-    return {**delivery_dict(row), "attempts": [attempt_dict(a) for a in attempts]}
+    return {**delivery_dict(row), "attempt_log": [attempt_dict(a) for a in attempts]}
 
 
 def _requeue(conn: Connection, *, delivery: RowMapping, now: datetime) -> None:
