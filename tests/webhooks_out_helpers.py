@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -55,10 +56,14 @@ class Reply:
     delay: float = 0.0
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class Receiver:
     """A threaded HTTP server on 127.0.0.1 that records every request and answers from a script."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self.requests: list[Received] = []
         self.script: list[Reply] = []  # consumed first, then `default`
         self.default = Reply()
@@ -89,7 +94,9 @@ class Receiver:
             def log_message(self, *_args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        self.host = host
+        self.server = server_class((host, port), Handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self._thread: threading.Thread | None = None
@@ -103,7 +110,8 @@ class Receiver:
 
     def url(self, path: str = "/hooks") -> str:
         """The URL of a path on this receiver."""
-        return f"http://127.0.0.1:{self.port}{path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{path}"
 
     def start(self) -> Receiver:
         """Serve in a background thread."""
