@@ -9,13 +9,18 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from standardwebhooks import Webhook
 
 from orderstream.db import Database, utcnow
+from orderstream.jobs.models import jobs
+from orderstream.jobs.registry import JobContext, RetryableError
 from orderstream.webhooks_out import service
+from orderstream.webhooks_out.jobs import deliver
 from orderstream.webhooks_out.models import webhook_attempts, webhook_deliveries, webhook_endpoints
+from orderstream.webhooks_out.service import DELIVER_KIND
 from tests.factories import PartnerFixture, make_partner
 from tests.webhooks_out_helpers import (
     COURIER,
@@ -384,3 +389,54 @@ def test_circuit_breaker_pauses_a_failing_endpoint_then_resumes(db: Database, db
     resumed = receiver.requests[count:]
     assert resumed
     assert resumed[0].at - paused_at >= 1.0
+
+
+class _WorkerKilled(BaseException):
+    """Stands for kill -9: nothing after it runs, no except clause catches it."""
+
+
+class _DieAfterSending(httpx.HTTPTransport):
+    """Delivers the request for real, then the worker dies before it can record the answer."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        response.read()
+        raise _WorkerKilled
+
+
+def test_a_worker_dying_mid_delivery_resends_with_the_same_webhook_id(
+    db: Database, db_url: str, receiver: Receiver
+) -> None:
+    partner = make_partner(db)
+    endpoint_id, secret = add_endpoint(db, partner, receiver.url())
+    order_id = insert_order(db, partner)
+    set_status(db, order_id, "preparing")
+    set_status(db, order_id, "ready_for_pickup")
+    first, second = deliveries(db, endpoint_id)
+    with db.read() as conn:
+        job_id = conn.execute(
+            sa.select(jobs.c.id).where(jobs.c.payload["delivery_id"].as_string() == first["id"])
+        ).scalar_one()
+    settings = webhook_settings(db_url)
+
+    def context(job: int, services: dict[str, object]) -> JobContext:
+        payload = {"delivery_id": first["id"]}
+        return JobContext(job, DELIVER_KIND, None, payload, 1, db, settings, services)
+
+    with httpx.Client(transport=_DieAfterSending()) as dying, pytest.raises(_WorkerKilled):
+        deliver(context(job_id, {"webhooks_http": dying}))
+    assert len(receiver.requests) == 1
+
+    # meanwhile another job for the same delivery must not send while the claim is live
+    with pytest.raises(RetryableError):
+        deliver(context(job_id + 10_000_000, {}))
+    assert len(receiver.requests) == 1
+
+    # the runtime runs the crashed job again after its lease: the delivery goes out again, same id
+    deliver(context(job_id, {}))
+    JobDriver(db, settings, partner).drain()  # the newer state follows, only now
+    ids = [r.headers["webhook-id"] for r in receiver.requests]
+    assert ids == [first["event_id"], first["event_id"], second["event_id"]]
+    for got in receiver.requests:
+        Webhook(secret).verify(got.body, got.headers)
+    assert [d["status"] for d in deliveries(db, endpoint_id)] == ["succeeded", "succeeded"]

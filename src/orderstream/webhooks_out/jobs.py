@@ -81,6 +81,7 @@ def _finish(conn: Connection, *, delivery: RowMapping, state: DeliveryState, err
             last_error=error,
             next_attempt_at=None,
             claimed_until=None,
+            claimed_by=None,
             updated_at=now,
             completed_at=now,
         )
@@ -109,8 +110,10 @@ def _claim(ctx: JobContext, delivery_id: str) -> _Send | float | None:
             return None
         if has_older_pending(conn, delivery=delivery):
             return None  # the older delivery wakes this one when it is done
-        if delivery["claimed_until"] is not None and delivery["claimed_until"] > now:
-            return None  # an attempt is in flight; its job owns the delivery
+        claimed = delivery["claimed_until"] is not None and delivery["claimed_until"] > now
+        if claimed and delivery["claimed_by"] != str(ctx.job_id):
+            # another job's attempt is in flight; look again when its claim ends, in case its worker died
+            return max(0.5, (delivery["claimed_until"] - now).total_seconds())
         waits = [
             (t - now).total_seconds()
             for t in (endpoint["paused_until"], delivery["next_attempt_at"])
@@ -125,7 +128,11 @@ def _claim(ctx: JobContext, delivery_id: str) -> _Send | float | None:
         conn.execute(
             sa.update(webhook_deliveries)
             .where(webhook_deliveries.c.id == delivery_id)
-            .values(claimed_until=now + timedelta(seconds=claim_seconds(ctx.settings)), updated_at=now)
+            .values(
+                claimed_until=now + timedelta(seconds=claim_seconds(ctx.settings)),
+                claimed_by=str(ctx.job_id),
+                updated_at=now,
+            )
         )
         return _Send(
             delivery_id=delivery_id,

@@ -77,6 +77,7 @@ webhook_deliveries = sa.Table(
     sa.Column("next_attempt_at", UTCDateTime, nullable=True),
     # set while an attempt is in flight; a crashed sender's claim simply expires
     sa.Column("claimed_until", UTCDateTime, nullable=True),
+    sa.Column("claimed_by", sa.String(64), nullable=True),  # the job holding the claim
     sa.Column("last_status_code", sa.Integer, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),

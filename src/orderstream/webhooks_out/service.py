@@ -380,6 +380,7 @@ def fail_pending_deliveries(conn: Connection, *, endpoint_id: str, reason: str) 
             last_error=reason,
             next_attempt_at=None,
             claimed_until=None,
+            claimed_by=None,
             updated_at=now,
             completed_at=now,
         )
@@ -478,6 +479,7 @@ def _requeue(conn: Connection, *, delivery: RowMapping, now: datetime) -> None:
             attempts=0,  # a replay gets the whole retry schedule again
             next_attempt_at=now,
             claimed_until=None,
+            claimed_by=None,
             completed_at=None,
             updated_at=now,
         )

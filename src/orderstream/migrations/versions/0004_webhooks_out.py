@@ -108,6 +108,7 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
         sa.Column("next_attempt_at", orderstream.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("claimed_until", orderstream.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("claimed_by", sa.String(length=64), nullable=True),
         sa.Column("last_status_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", orderstream.db.UTCDateTime(timezone=True), nullable=False),
