@@ -67,6 +67,14 @@ def _last_delivery_facts(conn: Connection, order_id: str) -> dict[str, Any]:
     return {key: obj.get(key) for key in _CARRIED}
 
 
+def _emit(
+    conn: Connection, event: OrderStatusChanged | DeliveryStatusChanged, event_type: EventType, obj: dict[str, Any]
+) -> None:
+    record_event(
+        conn, partner_id=event.partner_id, order_id=event.order_id, event_type=event_type, obj=obj, at=event.at
+    )
+
+
 def on_order_status_changed(conn: Connection, event: OrderStatusChanged) -> None:
     """order.updated for a status change we made, order.canceled when we canceled; nothing for the POS's own changes."""
     if event.actor == "pos":
@@ -74,14 +82,7 @@ def on_order_status_changed(conn: Connection, event: OrderStatusChanged) -> None
     ref, row = _order_ref(conn, event.order_id, status=event.to_status)
     if event.to_status == "canceled":
         obj = order_canceled_object(ref, actor=event.actor, reason=event.reason or row["cancel_reason"], at=event.at)
-        record_event(
-            conn,
-            partner_id=event.partner_id,
-            order_id=event.order_id,
-            event_type=EventType.ORDER_CANCELED,
-            obj=obj,
-            at=event.at,
-        )
+        _emit(conn, event, EventType.ORDER_CANCELED, obj)
         return
     obj = order_updated_object(ref, at=event.at)
     last = _last_delivery_facts(conn, event.order_id)
@@ -89,14 +90,7 @@ def on_order_status_changed(conn: Connection, event: OrderStatusChanged) -> None
         obj["delivery_status"] = last.pop("delivery_status", None)
     last.pop("delivery_status", None)
     obj.update(last)
-    record_event(
-        conn,
-        partner_id=event.partner_id,
-        order_id=event.order_id,
-        event_type=EventType.ORDER_UPDATED,
-        obj=obj,
-        at=event.at,
-    )
+    _emit(conn, event, EventType.ORDER_UPDATED, obj)
 
 
 def on_delivery_status_changed(conn: Connection, event: DeliveryStatusChanged) -> None:
@@ -114,14 +108,7 @@ def on_delivery_status_changed(conn: Connection, event: DeliveryStatusChanged) -
         "currency": getattr(event, "currency", None) or row["currency"],
     }
     obj = order_updated_object(ref, delivery=delivery, at=event.at)
-    record_event(
-        conn,
-        partner_id=event.partner_id,
-        order_id=event.order_id,
-        event_type=EventType.ORDER_UPDATED,
-        obj=obj,
-        at=event.at,
-    )
+    _emit(conn, event, EventType.ORDER_UPDATED, obj)
     if event.to_status in DELIVERY_FAILURE_STATUSES and event.from_status not in DELIVERY_FAILURE_STATUSES:
         failed = delivery_failed_object(
             ref,
@@ -130,11 +117,4 @@ def on_delivery_status_changed(conn: Connection, event: DeliveryStatusChanged) -
             reason=getattr(event, "reason", None),
             at=event.at,
         )
-        record_event(
-            conn,
-            partner_id=event.partner_id,
-            order_id=event.order_id,
-            event_type=EventType.ORDER_DELIVERY_FAILED,
-            obj=failed,
-            at=event.at,
-        )
+        _emit(conn, event, EventType.ORDER_DELIVERY_FAILED, failed)
