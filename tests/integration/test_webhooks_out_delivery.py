@@ -440,3 +440,29 @@ def test_a_worker_dying_mid_delivery_resends_with_the_same_webhook_id(
     for got in receiver.requests:
         Webhook(secret).verify(got.body, got.headers)
     assert [d["status"] for d in deliveries(db, endpoint_id)] == ["succeeded", "succeeded"]
+
+
+def test_alert_is_logged_past_the_alert_rate_and_response_excerpts_are_bounded(
+    db: Database, db_url: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    partner = make_partner(db)
+    endpoint_id, _ = add_endpoint(db, partner, receiver.url())
+    receiver.script = [Reply(500, body=b"x" * 5000)]
+    settings = webhook_settings(
+        db_url, webhook_health_min_attempts=4, webhook_alert_failure_rate=0.2, webhook_pause_failure_rate=0.9
+    )
+    for _ in range(3):
+        set_status(db, insert_order(db, partner), "preparing")
+    with caplog.at_level("WARNING", logger="orderstream.webhooks_out"):
+        JobDriver(db, settings, partner).drain()
+    alerts = [r for r in caplog.records if getattr(r, "event", None) == "webhook_endpoint_alert"]
+    assert len(alerts) == 1  # 1 failure in 4 attempts = 25 %: alert once, no pause
+    assert alerts[0].endpoint_id == endpoint_id  # type: ignore[attr-defined]
+    tries = attempts(db, endpoint_id)
+    assert len(tries) == 4
+    assert len(str(tries[0]["response_excerpt"])) == 1024
+    with db.read() as conn:
+        endpoint = (
+            conn.execute(sa.select(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)).mappings().one()
+        )
+    assert endpoint["paused_until"] is None
