@@ -30,9 +30,6 @@ from tests.webhooks_out_helpers import COURIER, Receiver, Reply, delivery_change
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# `orderstream worker` comes with the job runtime; until it is merged there is no process to test
-pytest.importorskip("orderstream.jobs.worker", reason="the job runtime (orderstream worker) is not on this branch yet")
-
 WORKER_ENV = {
     "ORDERSTREAM_ALLOW_PRIVATE_WEBHOOK_TARGETS": "true",
     "ORDERSTREAM_WEBHOOK_RETRY_SCALE": "0.001",
