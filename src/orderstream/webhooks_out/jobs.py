@@ -333,6 +333,8 @@ def deliver(ctx: JobContext) -> None:
     if isinstance(claimed, float):
         raise RetryableError("webhook delivery not due yet", retry_after=claimed)
     send = claimed
+    if ctx.lease_lost.is_set():
+        return  # another worker now runs this job; it will make the attempt (same claim, same job id)
     settings = ctx.settings
     timestamp = int(time.time())
     headers = {
