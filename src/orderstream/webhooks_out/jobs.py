@@ -113,8 +113,8 @@ def _claim(ctx: JobContext, delivery_id: str) -> _Send | float | None:
         claimed = delivery["claimed_until"] is not None and delivery["claimed_until"] > now
         if claimed and delivery["claimed_by"] != str(ctx.job_id):
             # another job's attempt is in flight; look again when its claim ends, in case its worker died
-            return max(0.5, (delivery["claimed_until"] - now).total_seconds())
-        waits = [
+            return max(0.5, float((delivery["claimed_until"] - now).total_seconds()))
+        waits: list[float] = [
             (t - now).total_seconds()
             for t in (endpoint["paused_until"], delivery["next_attempt_at"])
             if t is not None and t > now
