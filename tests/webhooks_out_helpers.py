@@ -70,8 +70,10 @@ class _IPv6Server(_QuietServer):
 class Receiver:
     """A threaded HTTP server on 127.0.0.1 that records every request and answers from a script."""
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", base: str | None = None) -> None:
+        self.base = base or f"/{uuid.uuid4().hex}"  # this receiver's own paths; ports get reused between tests
         self.requests: list[Received] = []
+        self.foreign: list[Received] = []
         self.script: list[Reply] = []  # consumed first, then `default`
         self.default = Reply()
         self.responder: Callable[[Received], Reply] | None = None
@@ -110,15 +112,19 @@ class Receiver:
 
     def _record(self, got: Received) -> Reply:
         with self._lock:
+            if not got.path.startswith(self.base):
+                # a stale delivery of another test that once used this port: keep it out, disable its endpoint
+                self.foreign.append(got)
+                return Reply(410)
             self.requests.append(got)
             if self.responder is not None:
                 return self.responder(got)
             return self.script.pop(0) if self.script else self.default
 
     def url(self, path: str = "/hooks") -> str:
-        """The URL of a path on this receiver."""
+        """The URL of a path on this receiver (under its own random prefix)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{path}"
+        return f"http://{host}:{self.port}{self.base}{path}"
 
     def start(self) -> Receiver:
         """Serve in a background thread."""

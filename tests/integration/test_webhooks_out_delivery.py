@@ -175,6 +175,7 @@ def test_4xx_is_final_and_3xx_is_not_followed(db: Database, db_url: str, receive
         set_status(db, second, "preparing")
         JobDriver(db, webhook_settings(db_url), partner).drain()
         assert other.requests == []
+        assert other.foreign == []
         assert [d["status"] for d in deliveries(db, endpoint_id)] == ["failed", "failed"]
         assert [a["response_status"] for a in attempts(db, endpoint_id)] == [302, 400]
     finally:
@@ -239,14 +240,14 @@ def test_receiver_down_then_up(db: Database, db_url: str) -> None:
     down = Receiver()  # bound, then closed: connections are refused on its port
     port = down.port
     down.server.server_close()
-    endpoint_id, _ = add_endpoint(db, partner, f"http://127.0.0.1:{port}/hooks")
+    endpoint_id, _ = add_endpoint(db, partner, f"http://127.0.0.1:{port}{down.base}/hooks")
     order_id = insert_order(db, partner)
     set_status(db, order_id, "preparing")
     driver = JobDriver(db, webhook_settings(db_url, webhook_retry_scale=0.01), partner)
     driver.drain(until=lambda: len(attempts(db, endpoint_id)) >= 2, timeout=30)
     assert {a["outcome"] for a in attempts(db, endpoint_id)} == {"retry"}
     # the POS comes back on the same port
-    up = Receiver(port=port).start()
+    up = Receiver(port=port, base=down.base).start()
     try:
         driver.drain(timeout=60)
         assert len(up.requests) == 1

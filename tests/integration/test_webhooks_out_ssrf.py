@@ -28,9 +28,13 @@ def _attempts(db: Database, endpoint_id: str) -> list[dict[str, object]]:
     [
         ("127.0.0.1", lambda r: r.url(), None),
         ("::1", lambda r: r.url(), None),
-        ("127.0.0.1", lambda r: f"http://localhost:{r.port}/hooks", None),  # a name resolving to loopback
-        ("127.0.0.1", lambda r: f"http://pos.example.test:{r.port}/hooks", {"pos.example.test": ["127.0.0.1"]}),
-        ("127.0.0.1", lambda r: f"http://rebind.example.test:{r.port}/hooks", {"rebind.example.test": ["10.0.0.9"]}),
+        ("127.0.0.1", lambda r: f"http://localhost:{r.port}{r.base}/hooks", None),  # a name resolving to loopback
+        ("127.0.0.1", lambda r: f"http://pos.example.test:{r.port}{r.base}/hooks", {"pos.example.test": ["127.0.0.1"]}),
+        (
+            "127.0.0.1",
+            lambda r: f"http://rebind.example.test:{r.port}{r.base}/hooks",
+            {"rebind.example.test": ["10.0.0.9"]},
+        ),
         ("127.0.0.1", lambda _r: "http://10.20.30.40:8080/hooks", None),
         ("127.0.0.1", lambda _r: "http://169.254.169.254/latest/meta-data/", None),
     ],
@@ -57,6 +61,7 @@ def test_blocked_at_send_time_never_reaches_the_target(
         JobDriver(db, settings, partner, services=services).drain()
 
         assert receiver.requests == []
+        assert receiver.foreign == []
         [attempt] = _attempts(db, endpoint["id"])
         assert attempt["outcome"] == "failed"
         assert attempt["address"] is None  # no connection was made
