@@ -12,9 +12,9 @@ from datetime import timedelta
 import httpx
 import pytest
 import sqlalchemy as sa
-from standardwebhooks import Webhook
+from standardwebhooks import Webhook, WebhookVerificationError
 
-from orderstream.db import Database, utcnow
+from orderstream.db import Database
 from orderstream.jobs.models import jobs
 from orderstream.jobs.registry import JobContext, RetryableError
 from orderstream.webhooks_out import service
@@ -130,15 +130,17 @@ def test_rotation_signs_with_both_secrets_during_the_overlap(db: Database, db_ur
     assert len(got.headers["webhook-signature"].split(" ")) == 2
     Webhook(old_secret).verify(got.body, got.headers)
     Webhook(rotated["secret"]).verify(got.body, got.headers)
-    # after the overlap only the new secret signs
+    # a rotation with no overlap (a leaked secret): from now on only the newest secret signs
     with db.write() as conn:
-        service.rotate_endpoint_secret(
-            conn, endpoint_id=endpoint_id, overlap=timedelta(0), now=utcnow() - timedelta(seconds=1)
-        )
-        secrets = service.active_endpoint_secrets(conn, endpoint_id=endpoint_id)
-    assert len(secrets) == 1
-    assert old_secret not in secrets
-    assert rotated["secret"] not in secrets
+        newest = service.rotate_endpoint_secret(conn, endpoint_id=endpoint_id, overlap=timedelta(0))
+    set_status(db, order_id, "out_for_delivery")
+    JobDriver(db, webhook_settings(db_url), partner).drain()
+    last = receiver.requests[-1]
+    assert len(last.headers["webhook-signature"].split(" ")) == 1
+    Webhook(newest["secret"]).verify(last.body, last.headers)
+    for stale in (old_secret, rotated["secret"]):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(stale).verify(last.body, last.headers)
 
 
 def test_500s_then_success_retries_on_the_schedule(db: Database, db_url: str, receiver: Receiver) -> None:

@@ -156,6 +156,8 @@ def update_endpoint(
 ) -> dict[str, Any]:
     """Change an endpoint; enabling it again clears the disable reason, the pause and the health window."""
     row = get_endpoint_row(conn, endpoint_id=endpoint_id, partner_id=partner_id)
+    # the same lock order as a worker settling a delivery (partner stream, then endpoint and deliveries)
+    lock_partner_stream(conn, partner_id=row["partner_id"])
     now = utcnow()
     values: dict[str, Any] = {}
     if url is not None:
@@ -182,7 +184,8 @@ def update_endpoint(
 
 def delete_endpoint(conn: Connection, *, endpoint_id: str, partner_id: int | None = None) -> None:
     """Remove an endpoint with its secrets, deliveries and attempts (the events stay in the feed)."""
-    get_endpoint_row(conn, endpoint_id=endpoint_id, partner_id=partner_id)
+    row = get_endpoint_row(conn, endpoint_id=endpoint_id, partner_id=partner_id)
+    lock_partner_stream(conn, partner_id=row["partner_id"])
     conn.execute(sa.delete(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id))
 
 
