@@ -222,10 +222,10 @@ def test_worker_process_retries_honours_retry_after_and_disables_on_410(
 def test_served_api_feed_matches_what_the_worker_delivered(
     db: Database, db_url: str, receiver: Receiver, tmp_path: Path
 ) -> None:
-    """The events feed of `orderstream serve` carries exactly the bodies the webhooks carried, in order."""
+    """`orderstream serve` (embedded worker) delivers; its events feed carries exactly the delivered bodies."""
     partner = make_partner(db)
-    server = harness.start_server(db_url, log_dir=tmp_path / "logs", env=WORKER_ENV)
-    worker = harness.start_worker(db_url, log_dir=tmp_path / "logs", env=WORKER_ENV)
+    # `orderstream serve` alone, as `make run` starts it: its embedded worker sends the webhooks
+    server = harness.start_server(db_url, log_dir=tmp_path / "logs", env=WORKER_ENV, embedded_worker=True)
     try:
         with server.client(headers={"Authorization": f"Bearer {partner.api_key}"}) as client:
             resp = client.post(
@@ -240,7 +240,6 @@ def test_served_api_feed_matches_what_the_worker_delivered(
             harness.wait_for(lambda: len(receiver.requests) >= 3, timeout=60, message="three webhooks")
             feed = client.get("/v1/events", params={"after": 0}).json()
     finally:
-        worker.stop()
         server.stop()
     delivered = [r.json() for r in receiver.requests]
     assert [{k: v for k, v in e.items() if k != "sequence"} for e in feed["data"]] == delivered
