@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 JOB_MODULES: tuple[str, ...] = (
     # "orderstream.deliveries.jobs",
     # "orderstream.notifications.jobs",
-    # "orderstream.webhooks_out.jobs",
+    "orderstream.webhooks_out.jobs",
 )
 
 

@@ -11,6 +11,7 @@ from orderstream.config import Settings, load_settings
 from orderstream.db import Database
 from orderstream.jobs.cli import jobs_app
 from orderstream.tenancy import service as tenancy
+from orderstream.webhooks_out.cli import webhooks_app
 
 app = typer.Typer(help="orderstream: an order hub for restaurants.", no_args_is_help=True, add_completion=False)
 partners_app = typer.Typer(help="POS integrators and their secrets.", no_args_is_help=True)
@@ -20,6 +21,7 @@ app.add_typer(locations_app, name="locations")
 simulate_app = typer.Typer(help="Local simulators of the delivery providers.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def _settings() -> Settings:

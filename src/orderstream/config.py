@@ -46,6 +46,20 @@ class Settings(BaseSettings):
     # order API
     page_size_max: int = 200
 
+    # outbound webhooks to the POS (see docs/webhooks-out.md)
+    allow_private_webhook_targets: bool = False  # development and tests only: lets webhooks reach 127.0.0.1 etc.
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_scale: float = 1.0  # multiplies the retry schedule (tests shorten it; 1.0 in production)
+    webhook_retry_jitter: float = 0.1  # up to 10 % added to each delay at random
+    webhook_health_window_seconds: int = 3600
+    webhook_health_min_attempts: int = 20  # fewer attempts in the window never trip an alert or a pause
+    webhook_alert_failure_rate: float = 0.10
+    webhook_pause_failure_rate: float = 0.50
+    webhook_pause_seconds: int = 1800  # the circuit breaker's cool-down
+
+    # operator actions (replay for any partner); unset means the admin API answers 401
+    admin_token: SecretStr | None = None
+
     # encryption of stored secrets is out of scope here; the key only salts API-key hashes
     api_key_pepper: SecretStr = SecretStr("orderstream-local-pepper")
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 from orderstream.jobs.outbox import enqueue
 from orderstream.orders.domain import FulfillmentType, is_dispatched
 from orderstream.orders.events import DeliveryStatusChanged, Event, OrderCreated, OrderStatusChanged
+from orderstream.webhooks_out import handlers as webhooks_out
 
 Handler = Callable[[Connection, Any], None]
 
@@ -30,8 +31,8 @@ def enqueue_dispatch(conn: Connection, event: OrderCreated) -> None:
 
 HANDLERS: dict[type, list[Handler]] = {
     OrderCreated: [enqueue_dispatch],
-    OrderStatusChanged: [],
-    DeliveryStatusChanged: [],
+    OrderStatusChanged: [webhooks_out.on_order_status_changed],
+    DeliveryStatusChanged: [webhooks_out.on_delivery_status_changed],
 }
 
 
