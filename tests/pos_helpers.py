@@ -51,8 +51,12 @@ def post_event(
     timestamp: int | None = None,
     headers: dict[str, str] | None = None,
 ) -> Any:
-    """POST a signed event (a dict is serialized; bytes are sent as they are) to /pos/{slug}/webhook."""
+    """POST a signed event (a dict is serialized; bytes are sent as they are) to /pos/{slug}/webhook.
+
+    With standard, msg_id or timestamp, the Standard Webhooks headers are added to the hex signature.
+    """
     body = event if isinstance(event, bytes) else json.dumps(event).encode()
+    standard = standard or msg_id is not None or timestamp is not None
     sent = signed_headers(secret, body, standard=standard, msg_id=msg_id, timestamp=timestamp)
     sent.update(headers or {})
     return client.post(f"/pos/{slug}/webhook", content=body, headers=sent)
