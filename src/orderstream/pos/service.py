@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -53,24 +54,41 @@ class Outcome:
     body: dict[str, Any]
 
 
+# Statements of the request path are built once: building one per request costs more than running it.
+_PARTNER_WITH_SECRETS = (
+    sa.select(
+        partners.c.id,
+        partners.c.slug,
+        partners.c.require_standard_webhooks,
+        partners.c.rate_limit_per_minute,
+        partner_secrets.c.secret,
+    )
+    .select_from(
+        partners.outerjoin(
+            partner_secrets,
+            sa.and_(
+                partner_secrets.c.partner_id == partners.c.id,
+                sa.or_(
+                    partner_secrets.c.expires_at.is_(None),
+                    partner_secrets.c.expires_at > sa.bindparam("now", type_=partner_secrets.c.expires_at.type),
+                ),
+            ),
+        )
+    )
+    .where(partners.c.slug == sa.bindparam("slug"))
+    .order_by(partner_secrets.c.id.desc())
+)
+_LOCATION = sa.select(locations).where(
+    locations.c.partner_id == sa.bindparam("partner_id"), locations.c.external_id == sa.bindparam("external_id")
+)
+_INSERT_EVENT = sa.insert(inbound_events).returning(inbound_events.c.id)
+_INSERT_LINES = sa.insert(order_line_items)
+_ORDER_KEY = ("partner_id", "location_id", "source_order_id")
+
+
 def load_partner(conn: Connection, *, slug: str, now: datetime) -> PartnerAuth | None:
     """The partner with its active secrets, in one query; None for an unknown slug."""
-    active = sa.and_(
-        partner_secrets.c.partner_id == partners.c.id,
-        sa.or_(partner_secrets.c.expires_at.is_(None), partner_secrets.c.expires_at > now),
-    )
-    rows = conn.execute(
-        sa.select(
-            partners.c.id,
-            partners.c.slug,
-            partners.c.require_standard_webhooks,
-            partners.c.rate_limit_per_minute,
-            partner_secrets.c.secret,
-        )
-        .select_from(partners.outerjoin(partner_secrets, active))
-        .where(partners.c.slug == slug)
-        .order_by(partner_secrets.c.id.desc())
-    ).all()
+    rows = conn.execute(_PARTNER_WITH_SECRETS, {"slug": slug, "now": now}).all()
     if not rows:
         return None
     first = rows[0]
@@ -83,10 +101,11 @@ def load_partner(conn: Connection, *, slug: str, now: datetime) -> PartnerAuth |
     )
 
 
-def _insert_ignoring(conn: Connection, table: sa.Table, conflict_on: list[str]) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict_on)
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_on)
+@functools.cache
+def _insert_ignoring(dialect: str, table: sa.Table, conflict_on: tuple[str, ...], returning: sa.Column[Any]) -> Any:
+    """INSERT ... ON CONFLICT (conflict_on) DO NOTHING RETURNING returning, built once per dialect."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing(index_elements=list(conflict_on)).returning(returning)
 
 
 # --- the inbound event store ---------------------------------------------------------------------
@@ -129,10 +148,10 @@ def _record_event(
         "received_at": delivery.received_at,
     }
     if delivery.webhook_id is None:
-        stmt: Any = sa.insert(inbound_events)
+        stmt: Any = _INSERT_EVENT
     else:
-        stmt = _insert_ignoring(conn, inbound_events, ["partner_id", "webhook_id"])
-    return conn.execute(stmt.values(**values).returning(inbound_events.c.id)).scalar()
+        stmt = _insert_ignoring(conn.dialect.name, inbound_events, ("partner_id", "webhook_id"), inbound_events.c.id)
+    return conn.execute(stmt, values).scalar()
 
 
 def _answer_event(conn: Connection, event_id: int, answer: Outcome, *, order_id: str | None = None) -> None:
@@ -147,13 +166,12 @@ def _answer_event(conn: Connection, event_id: int, answer: Outcome, *, order_id:
 
 def find_location(conn: Connection, *, partner_id: int, external_id: str | None, path: str) -> RowMapping:
     """The partner's location by its own id (or its only location when none is given), else a 422."""
-    stmt = sa.select(locations).where(locations.c.partner_id == partner_id)
     if external_id is not None:
-        row = conn.execute(stmt.where(locations.c.external_id == external_id)).mappings().first()
+        row = conn.execute(_LOCATION, {"partner_id": partner_id, "external_id": external_id}).mappings().first()
         if row is None:
             raise InvalidEvent([Problem(path, "unknown_location", f"no location {external_id!r} for this partner")])
         return row
-    rows = conn.execute(stmt.limit(2)).mappings().all()
+    rows = conn.execute(sa.select(locations).where(locations.c.partner_id == partner_id).limit(2)).mappings().all()
     if len(rows) != 1:
         raise InvalidEvent([Problem(path, "missing", "location_id is required (the partner has several locations)")])
     return rows[0]
@@ -242,11 +260,10 @@ def create_order(conn: Connection, delivery: Delivery, order: OrderIn, *, conten
     event_id = _record_event(conn, delivery, order_id=row["id"], answer=answer)
     if event_id is None:
         return _stored_answer(conn, delivery)
-    unique = ["partner_id", "location_id", "source_order_id"]
-    stmt = _insert_ignoring(conn, orders, unique).values(**row, inbound_event_id=event_id).returning(orders.c.id)
-    if conn.execute(stmt).scalar() is None:
+    insert_order = _insert_ignoring(conn.dialect.name, orders, _ORDER_KEY, orders.c.id)
+    if conn.execute(insert_order, {**row, "inbound_event_id": event_id}).scalar() is None:
         return _resent_order(conn, location, order, content_hash=content_hash, event_id=event_id, base_url=base_url)
-    conn.execute(sa.insert(order_line_items), [{"order_id": row["id"], **line} for line in draft.line_items])
+    conn.execute(_INSERT_LINES, [{"order_id": row["id"], **line} for line in draft.line_items])
     orders_service.record_history(
         conn,
         order_id=row["id"],
