@@ -16,6 +16,7 @@ from orderstream.errors import install_error_handlers
 from orderstream.jobs.registry import JobRegistry
 from orderstream.jobs.worker import Worker
 from orderstream.orders import views as orders_views
+from orderstream.pos import views as pos_views
 from orderstream.webhooks_out import views as webhooks_out_views
 
 
@@ -52,6 +53,7 @@ def create_app(
     app.state.db = database
     install_error_handlers(app)
     app.include_router(orders_views.router)
+    app.include_router(pos_views.router)
     app.include_router(webhooks_out_views.router)
     app.include_router(webhooks_out_views.admin_router)
 

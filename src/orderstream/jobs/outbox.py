@@ -45,20 +45,15 @@ def enqueue(
     }
     dialect = conn.dialect.name
     if key is not None and dialect == "postgresql":
-        stmt: Any = (
-            postgresql.insert(jobs)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
+        stmt: Any = postgresql.insert(jobs).on_conflict_do_nothing(
+            index_elements=["kind", "key"], index_where=_ACTIVE_WHERE
         )
     elif key is not None and dialect == "sqlite":
-        stmt = (
-            sqlite.insert(jobs)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
-        )
+        stmt = sqlite.insert(jobs).on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
     else:
-        stmt = sa.insert(jobs).values(**values)
-    row = conn.execute(stmt.returning(jobs.c.id)).first()
+        stmt = sa.insert(jobs)
+    # values apart from the statement: SQLAlchemy reuses the compiled statement instead of rebuilding it
+    row = conn.execute(stmt.returning(jobs.c.id), values).first()
     if row is None:
         return None
     if dialect == "postgresql":
