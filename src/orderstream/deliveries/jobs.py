@@ -34,6 +34,7 @@ from orderstream.deliveries.registry import ProviderRegistry, UnknownProvider, p
 from orderstream.jobs.outbox import enqueue
 from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, RetryableError, RetryPolicy
 from orderstream.orders import domain
+from orderstream.orders import service as orders_service
 
 log = logging.getLogger("orderstream.deliveries")
 
@@ -213,7 +214,7 @@ def _book_new(ctx: JobContext, provider: DeliveryProvider, rnd: _Round, quote: Q
         "quotes": rnd.quotes,
     }
     with ctx.db.write() as conn:
-        order = service.get_order(conn, rnd.order["id"])
+        order = orders_service.get_order_for_update(conn, order_id=rnd.order["id"])
         if order is None or not service.is_dispatchable(order):
             return "stopped"
         attempt_id = service.insert_attempt(
@@ -285,6 +286,7 @@ def _book(
             )
             raise _retryable(err) from None
         with ctx.db.write() as conn:
+            service.lock_attempt(conn, int(attempt["id"]))
             service.end_attempt(
                 conn,
                 attempt=attempt,
@@ -296,7 +298,7 @@ def _book(
         return "failed"
     timeout = rnd.policy.acceptance_timeout(provider.name, ctx.settings.dispatch_acceptance_timeout_seconds)
     with ctx.db.write() as conn:
-        current = service.get_attempt(conn, int(attempt["id"]))
+        current = service.lock_attempt(conn, int(attempt["id"]))
         if current is not None and current["state"] == service.BOOKING:
             service.record_booked(
                 conn, attempt=current, snapshot=snapshot, accept_within=timeout, settings=ctx.settings
@@ -316,6 +318,7 @@ def _book(
 
 def _exhausted(ctx: JobContext, rnd: _Round, reason: str) -> None:
     with ctx.db.write() as conn:
+        orders_service.get_order_for_update(conn, order_id=rnd.order["id"])
         if service.active_attempt(conn, rnd.order["id"]) is None:
             service.schedule_failure(conn, order_id=rnd.order["id"], reason=reason[:500], settings=ctx.settings)
 
@@ -347,7 +350,7 @@ def check_acceptance(ctx: JobContext) -> None:
         log.warning("acceptance timeout: cancel failed", extra={"order_id": attempt["order_id"], "error": err.code})
         return
     with ctx.db.write() as conn:
-        current = service.get_attempt(conn, attempt_id)
+        current = service.lock_attempt(conn, attempt_id)
         if current is None:
             return
         if not outcome.canceled:
@@ -423,7 +426,7 @@ def reconcile(ctx: JobContext) -> None:
                 result = service.apply_update(conn, update, actor=domain.Actor.COURIER.value, settings=ctx.settings)
             log.info("delivery reconciled by polling", extra={"order_id": attempt["order_id"], "result": result.result})
     with ctx.db.write() as conn:
-        current = service.get_attempt(conn, attempt_id)
+        current = service.lock_attempt(conn, attempt_id)
         if current is not None and current["state"] == service.BOOKED:
             service.schedule_reconcile(conn, attempt_id=attempt_id, seq=seq + 1, settings=ctx.settings)
 
@@ -432,6 +435,7 @@ def fail_after_grace(ctx: JobContext) -> None:
     """The grace period after an exhausted dispatch ended: fail the order unless an operator re-dispatched."""
     order_id = str(ctx.payload["order_id"])
     with ctx.db.write() as conn:
+        orders_service.get_order_for_update(conn, order_id=order_id)
         if service.active_attempt(conn, order_id) is not None:
             return
         if service.next_number(conn, order_id) - 1 != int(ctx.payload.get("attempts", 0)):

@@ -479,6 +479,12 @@ def find_attempt(conn: Connection, *, provider: str, external_id: str, provider_
     return None
 
 
+def lock_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
+    """The attempt, with its order and then itself locked (PostgreSQL): every writer takes them in this order."""
+    orders_service.get_order_for_update(conn, order_id=_order_of(conn, attempt_id))
+    return _lock_attempt(conn, attempt_id)
+
+
 def _lock_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
     stmt = sa.select(delivery_attempts).where(delivery_attempts.c.id == attempt_id)
     if conn.dialect.name == "postgresql":
@@ -537,6 +543,8 @@ def _apply_snapshot(
     now = utcnow()
     current = DeliveryStatus(attempt["delivery_status"])
     new = snapshot.status
+    if new is DeliveryStatus.MERCHANT_CANCELED and (attempt["context"] or {}).get("cancel_purpose") == "no_courier":
+        new = DeliveryStatus.FAILED_TO_ASSIGN_DRIVER  # we canceled only because nobody accepted
     forward = rules.moves_forward(current, new)
     details: dict[str, Any] = {"last_event_at": now, "updated_at": now}
     if attempt["state"] == ENDED and not (forward and new in rules.FINAL_STATUSES):
@@ -638,10 +646,11 @@ def _finish_attempt(
     ending = rules.ending_for(snapshot.status, canceled_by_us=canceled_by_us)
     if ending is None:
         return
-    if ending is rules.Ending.CANCELED and purpose == "no_courier":
-        ending = rules.Ending.NO_COURIER
-    fee = snapshot.fee if ending is rules.Ending.CANCELED else None
     reason = snapshot.cancellation_reason or snapshot.provider_status
+    if purpose == "no_courier":
+        ending = rules.Ending.NO_COURIER
+        reason = "no courier accepted within the acceptance timeout"
+    fee = snapshot.fee if ending is rules.Ending.CANCELED else None
     if not end_attempt(conn, attempt=attempt, outcome=ending, reason=reason, actor=actor, cancel_fee=fee):
         return
     if purpose is not None or ending in (rules.Ending.DELIVERED, rules.Ending.CANCELED):
@@ -811,7 +820,7 @@ def on_order_status_changed(conn: Connection, event: OrderStatusChanged) -> None
 
 def mark_cancel_purpose(conn: Connection, *, attempt_id: int, purpose: str | None) -> None:
     """Note that we are canceling an attempt and why (None: the cancel did not happen)."""
-    attempt = get_attempt(conn, attempt_id)
+    attempt = lock_attempt(conn, attempt_id)
     if attempt is None:
         return
     context = dict(attempt["context"] or {})
@@ -829,7 +838,7 @@ def mark_cancel_purpose(conn: Connection, *, attempt_id: int, purpose: str | Non
 
 def record_cancel_refused(conn: Connection, *, attempt_id: int, reason: str) -> None:
     """The provider would not cancel (e.g. after pickup): the delivery goes on; the refusal is recorded."""
-    attempt = get_attempt(conn, attempt_id)
+    attempt = lock_attempt(conn, attempt_id)
     if attempt is None:
         return
     context = dict(attempt["context"] or {})
@@ -852,8 +861,7 @@ def record_cancel_refused(conn: Connection, *, attempt_id: int, reason: str) -> 
 
 def record_cancel_outcome(conn: Connection, *, attempt_id: int, outcome: CancelOutcome, settings: Settings) -> None:
     """Record what the provider answered to our cancel; dispatch again when the operator asked for it."""
-    orders_service.get_order_for_update(conn, order_id=_order_of(conn, attempt_id))
-    attempt = _lock_attempt(conn, attempt_id)
+    attempt = lock_attempt(conn, attempt_id)
     if attempt is None:
         return
     if not outcome.canceled:
@@ -896,12 +904,12 @@ def _order_of(conn: Connection, attempt_id: int) -> str:
 
 
 def dispatch_pending(conn: Connection, order_id: str) -> bool:
-    """True while a dispatch job of the order waits or runs."""
+    """True while a dispatch job of the order waits (a running one is the round that just gave up)."""
     row = conn.execute(
         sa.select(jobs.c.id).where(
             jobs.c.kind == DISPATCH_KIND,
             sa.or_(jobs.c.key == order_id, jobs.c.key.like(f"{order_id}:%")),
-            jobs.c.status.in_(("pending", "running")),
+            jobs.c.status == "pending",
         )
     ).first()
     return row is not None
