@@ -112,6 +112,10 @@ class Stack:
             wait_for(lambda: (o := self.order(order_id))["status"] == status and o, timeout=timeout)  # type: ignore[arg-type]
         )
 
+    def wait_for_history(self, order_id: str, text: str, timeout: float = 30.0) -> None:
+        """Wait until a history entry's reason contains text."""
+        wait_for(lambda: any(text in (h["reason"] or "") for h in self.history(order_id)), timeout=timeout)
+
     def wait_attempts(self, order_id: str, predicate: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Wait until predicate(attempts) is true."""
         return list(wait_for(lambda: (a := self.attempts(order_id)) and predicate(a) and a, timeout=timeout))
