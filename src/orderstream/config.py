@@ -73,7 +73,6 @@ class Settings(BaseSettings):
     dispatch_failure_grace_seconds: float = 60.0  # an operator may re-dispatch before the order is failed
     dispatch_reconcile_seconds: float = 60.0  # how often an active delivery is checked for silence
     dispatch_quiet_seconds: float = 120.0  # no webhook for this long: poll the provider
-    dispatch_retry_base_seconds: float = 2.0  # backoff of retryable provider errors (doubles, with jitter)
 
     # encryption of stored secrets is out of scope here; the key only salts API-key hashes
     api_key_pepper: SecretStr = SecretStr("orderstream-local-pepper")

@@ -14,6 +14,20 @@ from orderstream.deliveries.providers.uber.settings import UberSettings
 
 log = logging.getLogger("orderstream.deliveries")
 
+# extra fields worth showing in the plain sandbox log line (never a customer's phone, e-mail or address)
+_SHOWN = (
+    "order_id",
+    "provider",
+    "attempt",
+    "from_status",
+    "to_status",
+    "fee",
+    "quotes",
+    "outcome",
+    "reason",
+    "base_url",
+)
+
 _lock = threading.Lock()
 _running: dict[str, str] = {}  # provider -> base URL of its simulator in this process
 _stoppers: list[object] = []
@@ -39,6 +53,25 @@ def plan(settings: Settings) -> SandboxPlan:
     )
 
 
+class _SandboxFormatter(logging.Formatter):
+    """`time level logger message key=value ...` with the dispatch fields of the record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = [f"{key}={getattr(record, key)}" for key in _SHOWN if getattr(record, key, None) is not None]
+        return " ".join([line, *fields])
+
+
+def _show_progress() -> None:
+    """When nothing configured logging, print dispatch progress to stderr so a sandbox user sees it."""
+    if logging.getLogger().handlers or log.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(_SandboxFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
 def webhook_url(settings: Settings, provider: str) -> str:
     """Where a provider sends its webhooks to us."""
     return f"{settings.public_base_url.rstrip('/')}/providers/{provider}/webhook"
@@ -49,6 +82,7 @@ def simulator_url(settings: Settings, provider: str) -> str:
     with _lock:
         if provider in _running:
             return _running[provider]
+        _show_progress()
         step = settings.dispatch_sandbox_step_seconds
         if provider == "doordash":
             running = doordash_sim.start_in_thread(
