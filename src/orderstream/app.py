@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from orderstream import __version__, bootstrap
 from orderstream.config import Settings, load_settings
 from orderstream.db import Database
+from orderstream.deliveries import views as deliveries_views
 from orderstream.errors import install_error_handlers
 from orderstream.jobs.registry import JobRegistry
 from orderstream.jobs.worker import Worker
@@ -56,6 +57,8 @@ def create_app(
     app.include_router(pos_views.router)
     app.include_router(webhooks_out_views.router)
     app.include_router(webhooks_out_views.admin_router)
+    app.include_router(deliveries_views.router)
+    app.include_router(deliveries_views.admin_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

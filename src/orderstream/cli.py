@@ -9,6 +9,7 @@ import typer
 
 from orderstream.config import Settings, load_settings
 from orderstream.db import Database
+from orderstream.deliveries.cli import dispatch_app
 from orderstream.jobs.cli import jobs_app
 from orderstream.tenancy import service as tenancy
 from orderstream.webhooks_out.cli import webhooks_app
@@ -22,6 +23,7 @@ simulate_app = typer.Typer(help="Local simulators of the delivery providers.", n
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(dispatch_app, name="dispatch")
 
 
 def _settings() -> Settings:

@@ -60,6 +60,20 @@ class Settings(BaseSettings):
     # operator actions (replay for any partner); unset means the admin API answers 401
     admin_token: SecretStr | None = None
 
+    # --- dispatch --- (see docs/dispatch.md)
+    # providers still on their sandbox credentials and default URLs use simulators started in process
+    dispatch_sandbox: bool = True
+    dispatch_sandbox_step_seconds: float = 3.0  # the embedded simulators' lifecycle step
+    dispatch_providers: str = "doordash,uber"  # allowed providers of a location without a policy, in order
+    dispatch_strategy: str = "cheapest"  # cheapest | fastest | preferred, for locations without a policy
+    dispatch_quote_timeout_seconds: float = 8.0  # all quotes are asked in parallel; late ones are left out
+    dispatch_acceptance_timeout_seconds: float = 300.0  # no courier by then: cancel and fall back
+    dispatch_redispatch_window_minutes: float = 30.0  # automatic re-dispatch only this long after the first booking
+    dispatch_courier_travel_minutes: float = 15.0  # pickup to drop-off, for future orders
+    dispatch_failure_grace_seconds: float = 60.0  # an operator may re-dispatch before the order is failed
+    dispatch_reconcile_seconds: float = 60.0  # how often an active delivery is checked for silence
+    dispatch_quiet_seconds: float = 120.0  # no webhook for this long: poll the provider
+
     # encryption of stored secrets is out of scope here; the key only salts API-key hashes
     api_key_pepper: SecretStr = SecretStr("orderstream-local-pepper")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from orderstream.deliveries import handlers as deliveries
 from orderstream.jobs.outbox import enqueue
 from orderstream.orders.domain import FulfillmentType, is_dispatched
 from orderstream.orders.events import DeliveryStatusChanged, Event, OrderCreated, OrderStatusChanged
@@ -31,7 +32,7 @@ def enqueue_dispatch(conn: Connection, event: OrderCreated) -> None:
 
 HANDLERS: dict[type, list[Handler]] = {
     OrderCreated: [enqueue_dispatch],
-    OrderStatusChanged: [webhooks_out.on_order_status_changed],
+    OrderStatusChanged: [webhooks_out.on_order_status_changed, deliveries.on_order_status_changed],
     DeliveryStatusChanged: [webhooks_out.on_delivery_status_changed],
 }
 
