@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from orderstream import __version__, bootstrap
+from orderstream import __version__, bootstrap, logs, metrics
 from orderstream.config import Settings, load_settings
 from orderstream.db import Database
 from orderstream.errors import install_error_handlers
@@ -54,6 +54,10 @@ def create_app(
     app.include_router(orders_views.router)
     app.include_router(webhooks_out_views.router)
     app.include_router(webhooks_out_views.admin_router)
+    app.state.metrics = metrics.CombinedRegistry(database)
+    app.include_router(metrics.router)
+    app.add_middleware(metrics.HttpMetricsMiddleware)
+    app.add_middleware(logs.RequestLogMiddleware, access_log=settings.log_access)  # outermost: ids first
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
