@@ -192,11 +192,14 @@ def bench_database(kind: str, opts: argparse.Namespace, workdir: Path) -> dict[s
         port = free_port()
         serve = [*orderstream_cmd(), "serve", "--host", "127.0.0.1", "--port", str(port), *opts.serve_arg]
         print(f"[{kind}] orderstream serve on :{port} ...", flush=True)
-        with server(serve, child_env(db_url, extra), port, workdir / f"orderstream-{kind}.log") as base:
-            closed, paced, acked = measure(f"{base}/pos/bench/webhook", secret, opts)
-        stored = count_rows(db_url, "orders")
-        out["orderstream"] = {"closed": asdict(closed), "paced": asdict(paced), "acked": acked, "stored": stored}
-        print(f"  orderstream {closed.line()}\n  orderstream {paced.line()}\n  200s={acked} stored={stored}")
+        if "orderstream" in opts.apps:
+            with server(serve, child_env(db_url, extra), port, workdir / f"orderstream-{kind}.log") as base:
+                closed, paced, acked = measure(f"{base}/pos/bench/webhook", secret, opts)
+            stored = count_rows(db_url, "orders")
+            out["orderstream"] = {"closed": asdict(closed), "paced": asdict(paced), "acked": acked, "stored": stored}
+            print(f"  orderstream {closed.line()}\n  orderstream {paced.line()}\n  200s={acked} stored={stored}")
+        if "floor" not in opts.apps:
+            return out
         port = free_port()
         floor = [sys.executable, str(HERE / "floor_app.py"), "--database-url", db_url, "--port", str(port)]
         print(f"[{kind}] floor app on :{port} ...", flush=True)
@@ -217,12 +220,16 @@ def table(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
     lines = [head, "|" + "---|" * 10]
     for res in results:
         for app in ("orderstream", "floor"):
+            if app not in res:
+                continue
             c, p = res[app]["closed"], res[app]["paced"]
             lines.append(
                 f"| {res['database']} | {app} | {c['accepted_per_s']:.0f} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} "
                 f"| {c['errors']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | {p['errors']} "
                 f"| {res[app]['stored']}/{res[app]['acked']} |"
             )
+        if "orderstream" not in res or "floor" not in res:
+            continue
         floor_rate = res["floor"]["closed"]["accepted_per_s"]
         ratio = res["orderstream"]["closed"]["accepted_per_s"] / floor_rate if floor_rate else 0.0
         res["ratio"] = round(ratio, 2)
@@ -240,6 +247,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=float, default=100.0, help="paced mode: events per second")
     parser.add_argument("--paced-duration", type=float, default=15.0)
+    parser.add_argument("--apps", default="orderstream,floor", help="which apps to measure (default both)")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for orderstream serve (repeatable)")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra argument for orderstream serve")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
