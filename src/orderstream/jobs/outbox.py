@@ -70,5 +70,6 @@ def enqueue(
         return None
     if dialect == "postgresql":
         conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, kind)))
-    conn.info[ENQUEUED_FLAG] = True
+    # the kinds enqueued in this transaction: an in-process worker wakes only for kinds it runs
+    conn.info.setdefault(ENQUEUED_FLAG, set()).add(kind)
     return int(row[0])

@@ -164,7 +164,12 @@ class Worker:
             return self._reserved
 
     def _on_commit(self, conn: Connection) -> None:
-        if conn.info.get(ENQUEUED_FLAG) and self._started and not self._stopping.is_set():
+        kinds = conn.info.get(ENQUEUED_FLAG)
+        if not kinds or not self._started or self._stopping.is_set():
+            return
+        # a job of a kind this worker does not run (e.g. `dispatch` before its feature is installed)
+        # must not cost every committing request a claim round-trip
+        if not self._leases.keys().isdisjoint(kinds):
             self._wake.set()
 
     def _is_running(self, job: ClaimedJob) -> bool:
