@@ -24,7 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -122,9 +122,15 @@ def postgres_reachable(url: str) -> bool:
     return True
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def server(args: list[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[str]:
-    """A server process answering /readyz on port; SIGTERM (then SIGKILL) on exit."""
+def server(args: list[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[tuple[str, int]]:
+    """A server process answering /readyz on port, as (base URL, pid); SIGTERM (then SIGKILL) on exit."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -141,7 +147,7 @@ def server(args: list[str], env: dict[str, str], port: int, log_path: Path) -> I
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{args[:3]} not ready after 60 s; see {log_path}")
             time.sleep(0.1)
-        yield base
+        yield base, proc.pid
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -163,22 +169,53 @@ def count_rows(db_url: str, table: str) -> int:
         engine.dispose()
 
 
-def measure(url: str, secret: str, opts: argparse.Namespace) -> tuple[Result, Result, int]:
-    """Closed loop then paced load against one URL; also the total number of 200s (warm-up included)."""
-    factory = EventFactory(secret, LOCATION_ID)
+def measure_round(url: str, pid: int, factory: EventFactory, opts: argparse.Namespace) -> dict[str, Any]:
+    """One round against one app: closed loop (with the server's CPU per 200), then paced."""
+    cpu_before = cpu_seconds(pid)
     closed, closed_ids = run_async(
         run_load(url, factory, duration=opts.duration, warmup=opts.warmup, concurrency=opts.concurrency)
     )
+    cpu = cpu_seconds(pid) - cpu_before
     paced, paced_ids = run_async(
         run_load(url, factory, duration=opts.paced_duration, warmup=0, concurrency=opts.concurrency, rate=opts.rate)
     )
-    return closed, paced, len(closed_ids) + len(paced_ids)
+    return {
+        "closed": asdict(closed),
+        "paced": asdict(paced),
+        "acked": len(closed_ids) + len(paced_ids),
+        "cpu_ms_per_200": round(cpu * 1000 / len(closed_ids), 2) if closed_ids else None,
+    }
+
+
+def median(values: list[float]) -> float:
+    """The median (the lower middle for an even count)."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2] if ordered else 0.0
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median figures over the rounds of one app."""
+
+    def med(phase: str, key: str) -> float:
+        return median([r[phase][key] for r in rounds])
+
+    return {
+        "accepted_per_s": med("closed", "accepted_per_s"),
+        "p50_ms": med("closed", "p50_ms"),
+        "p99_ms": med("closed", "p99_ms"),
+        "errors": sum(r["closed"]["errors"] for r in rounds),
+        "paced_p50_ms": med("paced", "p50_ms"),
+        "paced_p99_ms": med("paced", "p99_ms"),
+        "paced_errors": sum(r["paced"]["errors"] for r in rounds),
+        "cpu_ms_per_200": median([r["cpu_ms_per_200"] or 0.0 for r in rounds]),
+        "acked": sum(r["acked"] for r in rounds),
+    }
 
 
 def bench_database(kind: str, opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Both apps on one fresh database of that kind."""
-    out: dict[str, Any] = {"database": kind}
-    with database(kind, workdir, opts.postgres_url) as db_url:
+    """Both apps on one fresh database of that kind, loaded in turn for several rounds."""
+    out: dict[str, Any] = {"database": kind, "rounds": {}}
+    with database(kind, workdir, opts.postgres_url) as db_url, ExitStack() as stack:
         cli(["migrate"], db_url)
         partner = cli(["partners", "add", "bench", "--json"], db_url)
         cli(
@@ -187,53 +224,60 @@ def bench_database(kind: str, opts: argparse.Namespace, workdir: Path) -> dict[s
              "--country", "US", "--phone", "+14155550100", "--timezone", "America/Los_Angeles", "--json"],
             db_url,
         )  # fmt: skip
-        secret = partner["secret"]
         extra = dict(kv.split("=", 1) for kv in opts.env)
-        port = free_port()
-        serve = [*orderstream_cmd(), "serve", "--host", "127.0.0.1", "--port", str(port), *opts.serve_arg]
-        print(f"[{kind}] orderstream serve on :{port} ...", flush=True)
-        if "orderstream" in opts.apps:
-            with server(serve, child_env(db_url, extra), port, workdir / f"orderstream-{kind}.log") as base:
-                closed, paced, acked = measure(f"{base}/pos/bench/webhook", secret, opts)
-            stored = count_rows(db_url, "orders")
-            out["orderstream"] = {"closed": asdict(closed), "paced": asdict(paced), "acked": acked, "stored": stored}
-            print(f"  orderstream {closed.line()}\n  orderstream {paced.line()}\n  200s={acked} stored={stored}")
-        if "floor" not in opts.apps:
-            return out
-        port = free_port()
-        floor = [sys.executable, str(HERE / "floor_app.py"), "--database-url", db_url, "--port", str(port)]
-        print(f"[{kind}] floor app on :{port} ...", flush=True)
-        with server(floor, child_env(db_url), port, workdir / f"floor-{kind}.log") as base:
-            closed, paced, acked = measure(f"{base}/pos/bench/webhook", secret, opts)
-        stored = count_rows(db_url, "floor_orders")
-        out["floor"] = {"closed": asdict(closed), "paced": asdict(paced), "acked": acked, "stored": stored}
-        print(f"  floor       {closed.line()}\n  floor       {paced.line()}\n  200s={acked} stored={stored}")
+        floor_cmd = [sys.executable, str(HERE / "floor_app.py"), "--database-url", db_url]
+        commands = {
+            "orderstream": ([*orderstream_cmd(), "serve", "--host", "127.0.0.1"], child_env(db_url, extra), "orders"),
+            "floor": (floor_cmd, child_env(db_url), "floor_orders"),
+        }
+        targets: dict[str, tuple[str, int]] = {}
+        for app in opts.apps:
+            args, env, _table = commands[app]
+            port = free_port()
+            args = [*args, "--port", str(port), *(opts.serve_arg if app == "orderstream" else [])]
+            targets[app] = stack.enter_context(server(args, env, port, workdir / f"{app}-{kind}.log"))
+            print(f"[{kind}] {app} on :{port} (pid {targets[app][1]})", flush=True)
+        factory = EventFactory(partner["secret"], LOCATION_ID)
+        for number in range(1, opts.rounds + 1):
+            for app, (base, pid) in targets.items():
+                result = measure_round(f"{base}/pos/bench/webhook", pid, factory, opts)
+                out["rounds"].setdefault(app, []).append(result)
+                closed, paced = Result(**result["closed"]), Result(**result["paced"])
+                print(f"  round {number} {app:<11} {closed.line()}  cpu/200={result['cpu_ms_per_200']} ms")
+                print(f"  round {number} {app:<11} {paced.line()}", flush=True)
+        for app in targets:
+            out[app] = summarize(out["rounds"][app])
+            out[app]["stored"] = count_rows(db_url, commands[app][2])
     return out
 
 
 def table(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
-    """The summary table (Markdown)."""
+    """The summary table (Markdown): medians over the rounds."""
     head = (
         f"| database | app | accepted/s (32 conn) | p50 ms | p99 ms | errors | paced {opts.rate:g}/s p50 ms "
-        "| paced p99 ms | paced errors | 200s stored |"
+        "| paced p99 ms | paced errors | server CPU ms per 200 | 200s stored |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for res in results:
         for app in ("orderstream", "floor"):
             if app not in res:
                 continue
-            c, p = res[app]["closed"], res[app]["paced"]
+            f = res[app]
             lines.append(
-                f"| {res['database']} | {app} | {c['accepted_per_s']:.0f} | {c['p50_ms']:.1f} | {c['p99_ms']:.1f} "
-                f"| {c['errors']} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | {p['errors']} "
-                f"| {res[app]['stored']}/{res[app]['acked']} |"
+                f"| {res['database']} | {app} | {f['accepted_per_s']:.0f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} "
+                f"| {f['errors']} | {f['paced_p50_ms']:.1f} | {f['paced_p99_ms']:.1f} | {f['paced_errors']} "
+                f"| {f['cpu_ms_per_200']:.2f} | {f['stored']}/{f['acked']} |"
             )
         if "orderstream" not in res or "floor" not in res:
             continue
-        floor_rate = res["floor"]["closed"]["accepted_per_s"]
-        ratio = res["orderstream"]["closed"]["accepted_per_s"] / floor_rate if floor_rate else 0.0
-        res["ratio"] = round(ratio, 2)
-        lines.append(f"| {res['database']} | **ratio orderstream / floor** | **{ratio:.2f}** | | | | | | | |")
+        pairs = zip(res["rounds"]["orderstream"], res["rounds"]["floor"], strict=True)
+        ratios = [round(o["closed"]["accepted_per_s"] / max(f["closed"]["accepted_per_s"], 0.1), 2) for o, f in pairs]
+        res["ratio"] = median(ratios)
+        res["ratio_per_round"] = ratios
+        lines.append(
+            f"| {res['database']} | **ratio orderstream / floor** | **{res['ratio']:.2f}** "
+            f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}) | | | | | | | | |"
+        )
     return "\n".join(lines)
 
 
@@ -242,17 +286,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--databases", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     parser.add_argument("--postgres-url", default=DEFAULT_PG, help="an admin URL; a fresh database is created")
-    parser.add_argument("--duration", type=float, default=20.0, help="closed-loop seconds per app")
-    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each loads every app in turn")
+    parser.add_argument("--duration", type=float, default=10.0, help="closed-loop seconds per app and round")
+    parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=float, default=100.0, help="paced mode: events per second")
-    parser.add_argument("--paced-duration", type=float, default=15.0)
+    parser.add_argument("--paced-duration", type=float, default=8.0)
     parser.add_argument("--apps", default="orderstream,floor", help="which apps to measure (default both)")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for orderstream serve (repeatable)")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra argument for orderstream serve")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
     opts = parser.parse_args()
+    opts.apps = [a.strip() for a in opts.apps.split(",") if a.strip()]
     kinds = [k.strip() for k in opts.databases.split(",") if k.strip()]
     if "postgres" in kinds and not postgres_reachable(opts.postgres_url):
         print(f"PostgreSQL not reachable at {opts.postgres_url}: skipped")
@@ -264,8 +310,9 @@ def main() -> None:
     print()
     print(f"Machine: {header}")
     print(
-        f"Load: {opts.concurrency} connections, closed loop {opts.duration:g} s after {opts.warmup:g} s warm-up; "
-        f"paced {opts.rate:g}/s for {opts.paced_duration:g} s; unique signed order.created events (docs example)"
+        f"Load: {opts.rounds} rounds, each app in turn: {opts.concurrency} connections closed loop {opts.duration:g} s "
+        f"after {opts.warmup:g} s warm-up, then paced {opts.rate:g}/s for {opts.paced_duration:g} s; unique signed "
+        "order.created events (docs example); medians over the rounds"
     )
     print(table(results, opts))
     if opts.json:
