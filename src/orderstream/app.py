@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from orderstream import __version__, bootstrap
+from orderstream import __version__, bootstrap, logs, metrics
 from orderstream.config import Settings, load_settings
 from orderstream.db import Database
 from orderstream.deliveries import views as deliveries_views
@@ -30,6 +31,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         services = bootstrap.build_services(settings)
         app.state.services = services
         worker = None
@@ -59,6 +61,10 @@ def create_app(
     app.include_router(webhooks_out_views.admin_router)
     app.include_router(deliveries_views.router)
     app.include_router(deliveries_views.admin_router)
+    app.state.metrics = metrics.CombinedRegistry(database)
+    app.include_router(metrics.router)
+    app.add_middleware(metrics.HttpMetricsMiddleware)
+    app.add_middleware(logs.RequestLogMiddleware, access_log=settings.log_access)  # outermost: ids first
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

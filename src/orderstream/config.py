@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,6 +77,22 @@ class Settings(BaseSettings):
 
     # encryption of stored secrets is out of scope here; the key only salts API-key hashes
     api_key_pepper: SecretStr = SecretStr("orderstream-local-pepper")
+
+    # --- observability (logs, metrics; see docs/operations.md) ---
+    log_format: Literal["json", "text"] | None = None  # when set, wins over log_json
+    log_access: bool = True  # one "request" line per HTTP request (method, route, status, duration)
+    worker_metrics_port: int = 0  # `orderstream worker` serves its own /metrics on this port when > 0
+    worker_metrics_host: str = "127.0.0.1"
+    # --- performance of `serve` (see bench/README.md) ---
+    # threads running blocking request work (anyio's default is 40); fewer threads fight less over the GIL
+    request_threads: int = 40
+
+    @property
+    def log_output(self) -> Literal["json", "text"]:
+        """The log line format: ORDERSTREAM_LOG_FORMAT, else json unless ORDERSTREAM_LOG_JSON=false."""
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.log_json else "text"
 
     @property
     def is_sqlite(self) -> bool:
