@@ -15,6 +15,8 @@ from orderstream.db import Database
 from orderstream.errors import install_error_handlers
 from orderstream.jobs.registry import JobRegistry
 from orderstream.jobs.worker import Worker
+from orderstream.notifications import tracking_views as notifications_tracking
+from orderstream.notifications import views as notifications_views
 from orderstream.orders import views as orders_views
 from orderstream.webhooks_out import views as webhooks_out_views
 
@@ -54,6 +56,8 @@ def create_app(
     app.include_router(orders_views.router)
     app.include_router(webhooks_out_views.router)
     app.include_router(webhooks_out_views.admin_router)
+    app.include_router(notifications_views.router)
+    app.include_router(notifications_tracking.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

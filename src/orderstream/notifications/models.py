@@ -72,6 +72,10 @@ tracking_tokens = sa.Table(
     sa.Column("token", sa.String(64), primary_key=True),  # the order's tracking_token (also in the order API)
     sa.Column("order_id", sa.String(40), sa.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False, unique=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Column("ended_at", UTCDateTime, nullable=True),  # when the order reached a final status
-    sa.Column("expires_at", UTCDateTime, nullable=True),  # ended_at + the retention; null while the order runs
+    # when the order reached a final status; the link expires settings.tracking_link_days later
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    # what the page shows of the delivery: status, courier first name, vehicle, ETAs (no contact data)
+    sa.Column("delivery", JSON, nullable=True),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),  # +1 on every change (live updates)
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -94,7 +94,9 @@ def upgrade() -> None:
         sa.Column("order_id", sa.String(length=40), nullable=False),
         sa.Column("created_at", orderstream.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("ended_at", orderstream.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("expires_at", orderstream.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("delivery", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
+        sa.Column("version", sa.Integer(), server_default="1", nullable=False),
+        sa.Column("updated_at", orderstream.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["order_id"], ["orders.id"], name=op.f("fk_tracking_tokens_order_id_orders"), ondelete="CASCADE"
         ),
