@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import phonenumbers
-from babel.dates import format_datetime, format_time
+from babel.dates import format_skeleton, format_time
 from babel.numbers import format_currency, get_currency_precision
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
@@ -61,10 +61,11 @@ def local_time(moment: datetime | None, tz: str, locale: str) -> str | None:
 
 
 def local_datetime(moment: datetime | None, tz: str, locale: str) -> str | None:
-    """A day and time in the location's zone: Nov 27, 2026, 7:45 PM."""
+    """A day and time in the location's zone: Thu, Nov 26, 7:45 PM."""
     if moment is None:
         return None
-    return format_datetime(moment.astimezone(ZoneInfo(tz)), format="medium", locale=locale).replace(":00 ", " ")
+    local = moment.astimezone(ZoneInfo(tz))
+    return f"{format_skeleton('MMMEd', local, locale=locale)}, {format_time(local, format='short', locale=locale)}"
 
 
 def display_phone(phone: str, country: str) -> str:
@@ -127,3 +128,8 @@ def render(
         {**context, "subject": subject, "content": Markup(_text_to_html(text))}
     )
     return Rendered(text=text, subject=" ".join(subject.split()), html=body_html)
+
+
+def check_override(text: str) -> None:
+    """Raise jinja2.TemplateSyntaxError when an operator's override text does not compile."""
+    _overrides.from_string(text)

@@ -294,6 +294,85 @@ def queue(
 def notifications_of(conn: Connection, order_id: str) -> list[dict[str, Any]]:
     """Every message of an order, oldest first."""
     rows = conn.execute(
-        sa.select(notifications).where(notifications.c.order_id == order_id).order_by(notifications.c.created_at)
+        sa.select(notifications)
+        .where(notifications.c.order_id == order_id)
+        .order_by(notifications.c.created_at, notifications.c.channel.desc())
     ).mappings()
     return [dict(r) for r in rows]
+
+
+class SettingsError(Exception):
+    """Location notification settings that cannot be stored: a stable code and the field path."""
+
+    def __init__(self, code: str, message: str, path: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.path = path
+
+
+def _check_overrides(overrides: dict[str, Any]) -> None:
+    from jinja2 import TemplateSyntaxError
+
+    from orderstream.notifications.render import check_override
+
+    for kind, by_channel in overrides.items():
+        if kind not in {k.value for k in Kind}:
+            raise SettingsError("unknown_kind", f"no notification kind {kind!r}", f"overrides.{kind}")
+        if not isinstance(by_channel, dict):
+            raise SettingsError("invalid_override", "expected {channel: {text, subject}}", f"overrides.{kind}")
+        for channel, parts in by_channel.items():
+            path = f"overrides.{kind}.{channel}"
+            if channel not in {c.value for c in Channel} or not isinstance(parts, dict):
+                raise SettingsError("invalid_override", "expected sms or email with {text, subject}", path)
+            for part, text in parts.items():
+                if part not in ("text", "subject") or not isinstance(text, str):
+                    raise SettingsError("invalid_override", "only text and subject strings", f"{path}.{part}")
+                try:
+                    check_override(text)
+                except TemplateSyntaxError as err:
+                    raise SettingsError("invalid_template", f"template error: {err.message}", f"{path}.{part}") from err
+
+
+def location_settings(conn: Connection, *, location_id: int) -> dict[str, Any]:
+    """A location's notification settings (the defaults when it never set any)."""
+    row = (
+        conn.execute(sa.select(notification_settings).where(notification_settings.c.location_id == location_id))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return {"location_id": location_id, "sms_enabled": True, "email_enabled": True, "disabled_kinds": [],
+                "overrides": {}, "from_email": None, "locale": None}  # fmt: skip
+    return {k: v for k, v in dict(row).items() if k != "updated_at"}
+
+
+def update_location_settings(conn: Connection, *, location_id: int, **changes: Any) -> dict[str, Any]:
+    """Change some of a location's notification settings; raises SettingsError."""
+    current = location_settings(conn, location_id=location_id)
+    changes = {k: v for k, v in changes.items() if v is not None}
+    for kind in changes.get("disabled_kinds", []):
+        if kind not in {k.value for k in Kind}:
+            raise SettingsError("unknown_kind", f"no notification kind {kind!r}", "disabled_kinds")
+    if "overrides" in changes:
+        _check_overrides(changes["overrides"])
+    if "locale" in changes:
+        from babel import Locale, UnknownLocaleError
+
+        try:
+            Locale.parse(changes["locale"])
+        except (UnknownLocaleError, ValueError) as err:
+            raise SettingsError("invalid_locale", f"unknown locale {changes['locale']!r}", "locale") from err
+    if "from_email" in changes and domain.email_recipient(changes["from_email"])[1] is not None:
+        raise SettingsError("invalid_email", "not an e-mail address", "from_email")
+    merged = {**current, **changes, "updated_at": utcnow()}
+    exists = conn.execute(
+        sa.select(notification_settings.c.location_id).where(notification_settings.c.location_id == location_id)
+    ).first()
+    if exists is None:
+        conn.execute(sa.insert(notification_settings).values(**merged))
+    else:
+        values = {k: v for k, v in merged.items() if k != "location_id"}
+        conn.execute(
+            sa.update(notification_settings).where(notification_settings.c.location_id == location_id).values(**values)
+        )
+    return location_settings(conn, location_id=location_id)
