@@ -54,7 +54,7 @@ def delivery_facts(event: Any) -> dict[str, Any]:
 
 
 def _step(fulfillment: str, status: str, delivery_status: str | None) -> int:
-    if status == "completed":
+    if status == "completed" or (fulfillment in domain.DELIVERY_TYPES and delivery_status == "completed"):
         return 3
     if fulfillment in domain.DELIVERY_TYPES:
         if status == "out_for_delivery" or (delivery_status in domain.ON_THE_WAY_STATES):
@@ -113,11 +113,11 @@ def state(conn: Connection, token: str, *, link_days: int, locale: str, now: dat
         "version": int(row["version"] or 0),
         "order_ref": f"#{row['source_order_id']}",
         "status": row["status"],
-        "ended": row["status"] in ENDED,
+        "ended": row["status"] in ENDED or (is_delivery and delivery.get("status") == "completed"),
         "canceled": row["status"] in ("canceled", "failed"),
         "fulfillment_type": fulfillment,
         "steps": list(DELIVERY_STEPS if is_delivery else PICKUP_STEPS),
-        "step": _step(fulfillment, row["status"], row["delivery_status"]),
+        "step": _step(fulfillment, row["status"], delivery.get("status") or row["delivery_status"]),
         "scheduled_for": local_datetime(row["requested_for"], tz, locale) if row["is_future_order"] else None,
         "eta": local_time(datetime.fromisoformat(eta), tz, locale) if eta and show_courier else None,
         "courier_first_name": delivery.get("courier_first_name") if show_courier else None,
