@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +47,7 @@ def test_every_kind_renders_with_the_location(kind: Kind, fulfillment: str, chan
         assert message.subject is None
         assert message.html is None
         assert "\n" not in message.text
+        assert re.search(r"[a-z][.!][A-Z]", message.text) is None, message.text  # no sentences glued together
         assert len(message.text) <= 320  # two SMS segments at most
     else:
         assert message.subject

@@ -31,6 +31,8 @@ _files = Environment(
     lstrip_blocks=True,
     keep_trailing_newline=False,
 )
+# SMS text is one line: keep the line breaks of the files as spaces
+_sms_files = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=False, undefined=StrictUndefined)
 # operators' overrides are text from the database: no attribute access beyond the context
 _overrides = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
 
@@ -110,7 +112,8 @@ def render(
     override: dict[str, str] | None = None,
 ) -> Rendered:
     """The message for this kind on this channel, from the location's override text when it has one."""
-    template = _files.get_template(_template_name(channel, kind, fulfillment_type))
+    env = _sms_files if channel is Channel.SMS else _files
+    template = env.get_template(_template_name(channel, kind, fulfillment_type))
     override = override or {}
     if channel is Channel.SMS:
         text = _overrides.from_string(override["text"]).render(context) if override.get("text") else None
