@@ -30,11 +30,11 @@ SCREENSHOT = Path(__file__).parents[2] / "docs" / "screenshots" / "tracking-page
 class SimProcess(harness.ManagedProcess):
     """`orderstream simulate twilio` on a free port."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *extra: str) -> None:
         self.port = harness.free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         args = [*harness.orderstream_command(), "simulate", "twilio", "--port", str(self.port),
-                "--callback-delay-seconds", "0.2"]  # fmt: skip
+                "--callback-delay-seconds", "0.2", *extra]  # fmt: skip
         super().__init__("twilio simulator", args, env=harness.process_env("sqlite://"), log_path=log_dir / "sim.log")
 
     def wait_ready(self) -> None:

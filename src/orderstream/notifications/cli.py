@@ -128,11 +128,14 @@ def simulate_twilio(
     account_sid: str = typer.Option(None, help="the Account SID to accept (default: the sandbox SID)"),
     auth_token: str = typer.Option(None, help="basic-auth password and signing key (default: the sandbox token)"),
     callback_delay_seconds: float = typer.Option(0.5, help="seconds before each status callback"),
+    request_delay_seconds: float = typer.Option(0.0, help="every send answers this much later (crash tests)"),
 ) -> None:
     """Run the Twilio Messages API simulator (sends signed status callbacks)."""
     from orderstream.notifications.channels.twilio import simulator
 
-    config = simulator.SimulatorConfig(callback_delay_seconds=callback_delay_seconds)
+    config = simulator.SimulatorConfig(
+        callback_delay_seconds=callback_delay_seconds, request_delay_seconds=request_delay_seconds
+    )
     if account_sid:
         config.account_sid = account_sid
     if auth_token:

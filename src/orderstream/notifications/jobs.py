@@ -30,6 +30,7 @@ SEND_RETRY = RetryPolicy(max_attempts=SEND_MAX_ATTEMPTS, base_seconds=5.0, cap_s
 SERVICE_KEY = "notifications"
 ENDED_STATUSES = ("canceled", "failed", "completed")
 _lock = threading.Lock()
+_EMAIL_IN_FLIGHT = threading.Lock()
 
 
 @dataclass
@@ -249,15 +250,9 @@ def _provider_name(channel: Channel, channels: Channels) -> str:
     return channels.email.name
 
 
-def send_job(ctx: JobContext) -> None:
-    """Send one message: `sending` is committed before the provider call, the outcome after it."""
-    notification_id = str(ctx.payload["notification_id"])
-    if ctx.lease_lost.is_set():
-        return
-    claim = _claim(ctx, notification_id)
-    if claim is None:
-        return
-    channels = channels_for(ctx)
+def _deliver(ctx: JobContext, claim: _Claim, channels: Channels) -> None:
+    """The provider call and the recording of its outcome."""
+    notification_id = str(claim.row["id"])
     channel = Channel(claim.row["channel"])
     provider = _provider_name(channel, channels)
     try:
@@ -281,6 +276,24 @@ def send_job(ctx: JobContext) -> None:
         retry_after = err.retry_after if isinstance(err, TwilioError) else None
         raise RetryableError(error, retry_after=retry_after) from None
     _finish(ctx.db, notification_id, status=Status.SENT, provider=provider, message_id=message_id)
+
+
+def send_job(ctx: JobContext) -> None:
+    """Send one message: `sending` is committed before the provider call, the outcome after it."""
+    notification_id = str(ctx.payload["notification_id"])
+    if ctx.lease_lost.is_set():
+        return
+    claim = _claim(ctx, notification_id)
+    if claim is None:
+        return
+    channels = channels_for(ctx)
+    if claim.row["channel"] == Channel.SMS.value:
+        _deliver(ctx, claim, channels)  # a cut-off SMS is found again (idempotency token, lookup): no lock needed
+        return
+    # SMTP has no idempotency key: one e-mail between "handed over" and "recorded" per process, so a
+    # crash can repeat at most one e-mail
+    with _EMAIL_IN_FLIGHT:
+        _deliver(ctx, claim, channels)
 
 
 def register_jobs(registry: JobRegistry) -> None:
