@@ -84,6 +84,11 @@ def _token(db: Database, order_id: str) -> str:
         return str(conn.execute(sa.text("SELECT tracking_token FROM orders WHERE id = :i"), {"i": order_id}).scalar())
 
 
+def _status(db: Database, order_id: str, kind: str, channel: str) -> str | None:
+    row = by_key(db, order_id).get((kind, channel))
+    return None if row is None else str(row["status"])
+
+
 def _texts(sim_url: str, phone: str) -> list[str]:
     return [str(m["body"]) for m in sim_messages(sim_url) if m["to"] == phone]
 
@@ -108,9 +113,7 @@ def test_customer_is_told_and_the_tracking_page_follows_live(
     harness.wait_for(lambda: sink.messages, timeout=30, message="confirmation e-mail")
     assert sink.messages[0]["To"] == "live.page@example.com"
     # the simulator's signed status callback reaches the server and marks the SMS delivered
-    harness.wait_for(
-        lambda: by_key(db, order_id)[("confirmed", "sms")]["status"] == "delivered", timeout=30, message="delivered"
-    )
+    harness.wait_for(lambda: _status(db, order_id, "confirmed", "sms") == "delivered", timeout=30, message="delivered")
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium")
@@ -145,3 +148,27 @@ def test_customer_is_told_and_the_tracking_page_follows_live(
     assert "arriving around" in out[0]
     assert phone not in server.log_text()
     assert "live.page@example.com" not in server.log_text()
+
+
+def test_sandbox_default_needs_no_configuration(db: Database, db_url: str, launch: Launcher) -> None:
+    """`serve` with nothing configured: an in-process Twilio simulator and an e-mail log sink."""
+    server = launch.server(db_url, embedded_worker=True, env={"ORDERSTREAM_WORKER_IDLE_POLL_SECONDS": "0.2"})
+    partner = make_partner(db)
+    order_id = seed_order(db, partner, fulfillment_type="pickup", customer_phone="+14155550171",
+                          customer_email="sandbox.user@example.com")  # fmt: skip
+    order_created(db, order_id)
+    # the in-process simulator's signed callback comes back to this server
+    harness.wait_for(lambda: _status(db, order_id, "confirmed", "sms") == "delivered", timeout=30, message="delivered")
+    mail = by_key(db, order_id)[("confirmed", "email")]
+    assert (mail["status"], mail["provider"]) == ("sent", "log")
+    history = httpx.get(
+        f"{server.base_url}/v1/orders/{order_id}/history", headers={"Authorization": f"Bearer {partner.api_key}"}
+    )
+    reasons = [e["reason"] for e in history.json()["data"] if e["kind"] == "notification"]
+    assert "sms confirmed delivered" in reasons
+    assert "email confirmed sent" in reasons
+    log = harness.wait_for(lambda: "sandbox sms confirmed to +1********71" in server.log_text() and server.log_text(),
+                           timeout=10, message="sandbox log line")  # fmt: skip
+    assert "sandbox email confirmed to s***@example.com" in log
+    assert "+14155550171" not in log
+    assert "sandbox.user@example.com" not in log

@@ -29,6 +29,7 @@ log = logging.getLogger("orderstream.notifications")
 SEND_RETRY = RetryPolicy(max_attempts=SEND_MAX_ATTEMPTS, base_seconds=5.0, cap_seconds=1800.0)
 SERVICE_KEY = "notifications"
 ENDED_STATUSES = ("canceled", "failed", "completed")
+SANDBOX_PROVIDERS = frozenset({"twilio-simulator", "log"})
 _lock = threading.Lock()
 _EMAIL_IN_FLIGHT = threading.Lock()
 
@@ -50,8 +51,21 @@ class Channels:
             self.http.close()
 
 
+def _sandbox_logging(settings: Settings) -> None:
+    """The sandbox shows its messages in the log: give this logger a handler when the process configured none."""
+    root = logging.getLogger()
+    if log.handlers or root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(settings.log_level.upper())
+
+
 def build_channels(settings: Settings) -> Channels:
     """Twilio (or the in-process simulator, the sandbox default) and SMTP (or the log sink)."""
+    if settings.notifications_sms_backend == "simulator" or settings.notifications_email_backend == "log":
+        _sandbox_logging(settings)
     http = httpx.Client(
         timeout=httpx.Timeout(settings.http_timeout_seconds, connect=settings.http_connect_timeout_seconds)
     )
@@ -151,8 +165,13 @@ def _finish(
         if changed and (history or status is not Status.QUEUED):
             service.record_history(conn, row=row, status=status.value, reason=reason)
     log.info(
-        "notification %s",
+        "notification %s %s/%s of %s %s%s",
+        row["id"],
+        row["kind"],
+        row["channel"],
+        row["order_id"],
         status.value,
+        f" ({reason})" if reason else "",
         extra={
             "notification_id": notification_id,
             "order_id": row["order_id"],
@@ -276,6 +295,15 @@ def _deliver(ctx: JobContext, claim: _Claim, channels: Channels) -> None:
         retry_after = err.retry_after if isinstance(err, TwilioError) else None
         raise RetryableError(error, retry_after=retry_after) from None
     _finish(ctx.db, notification_id, status=Status.SENT, provider=provider, message_id=message_id)
+    if provider in SANDBOX_PROVIDERS:
+        # the sandbox has no phone or mailbox to look at: the text goes to the log (recipient masked)
+        log.info(
+            "sandbox %s %s to %s: %s",
+            channel.value,
+            claim.row["kind"],
+            claim.row["recipient_masked"],
+            claim.row["subject"] or claim.row["body_text"],
+        )
 
 
 def send_job(ctx: JobContext) -> None:

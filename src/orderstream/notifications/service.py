@@ -265,8 +265,13 @@ def queue(
         if not _insert(conn, values):
             continue
         log.info(
-            "notification %s",
+            "notification %s %s/%s of %s %s%s",
+            nid,
+            kind.value,
+            channel.value,
+            order_id,
             values["status"],
+            f" ({reason})" if reason else "",
             extra={
                 "notification_id": nid,
                 "order_id": order_id,

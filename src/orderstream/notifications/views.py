@@ -100,8 +100,7 @@ async def twilio_status(request: Request) -> Response:
         changed = apply_status(
             conn, notification_id=notification_id, sid=sid, status=status, error_code=params.get("ErrorCode")
         )
-    log.info("twilio status callback", extra={"notification_id": notification_id, "message_sid": sid,
-                                               "status": status, "changed": changed})  # fmt: skip
+    log.info("twilio status callback %s %s for %s (changed: %s)", sid, status, notification_id, changed)
     return Response(status_code=204)
 
 
