@@ -92,14 +92,18 @@ class SmtpSender:
             raise EmailError(f"smtp connect failed: {type(err).__name__}") from err
         try:
             if self.config.username:
-                client.login(self.config.username, self.config.password or "")
+                try:
+                    client.login(self.config.username, self.config.password or "")
+                except (smtplib.SMTPException, OSError) as err:
+                    # nothing was handed over yet; credentials are the operator's to fix: retry
+                    raise EmailError(f"smtp login failed: {type(err).__name__}") from err
             refused = client.send_message(msg)
         except smtplib.SMTPRecipientsRefused as err:
             codes = [code for code, _ in err.recipients.values()]
             raise EmailError(f"recipient refused ({codes})", permanent=all(c >= 500 for c in codes)) from err
         except smtplib.SMTPResponseException as err:
             raise EmailError(f"smtp {err.smtp_code}", permanent=err.smtp_code >= 500) from err
-        except (TimeoutError, smtplib.SMTPServerDisconnected, OSError) as err:
+        except (smtplib.SMTPServerDisconnected, TimeoutError, OSError) as err:
             raise EmailError(f"smtp interrupted: {type(err).__name__}", unknown=True) from err
         finally:
             try:
