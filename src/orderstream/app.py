@@ -17,6 +17,8 @@ from orderstream.deliveries import views as deliveries_views
 from orderstream.errors import install_error_handlers
 from orderstream.jobs.registry import JobRegistry
 from orderstream.jobs.worker import Worker
+from orderstream.notifications import tracking_views as notifications_tracking
+from orderstream.notifications import views as notifications_views
 from orderstream.orders import views as orders_views
 from orderstream.pos import views as pos_views
 from orderstream.webhooks_out import views as webhooks_out_views
@@ -61,6 +63,8 @@ def create_app(
     app.include_router(webhooks_out_views.admin_router)
     app.include_router(deliveries_views.router)
     app.include_router(deliveries_views.admin_router)
+    app.include_router(notifications_views.router)
+    app.include_router(notifications_tracking.router)
     app.state.metrics = metrics.CombinedRegistry(database)
     app.include_router(metrics.router)
     app.add_middleware(metrics.HttpMetricsMiddleware)

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 # `register_jobs(registry: JobRegistry) -> None` (by convention `orderstream.<feature>.jobs`).
 JOB_MODULES: tuple[str, ...] = (
     "orderstream.deliveries.jobs",
-    # "orderstream.notifications.jobs",
+    "orderstream.notifications.jobs",
     "orderstream.webhooks_out.jobs",
 )
 

@@ -11,6 +11,7 @@ from orderstream.config import Settings, load_settings
 from orderstream.db import Database
 from orderstream.deliveries.cli import dispatch_app
 from orderstream.jobs.cli import jobs_app
+from orderstream.notifications.cli import notifications_app, simulate_twilio
 from orderstream.tenancy import service as tenancy
 from orderstream.webhooks_out.cli import webhooks_app
 
@@ -24,6 +25,8 @@ app.add_typer(simulate_app, name="simulate")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(dispatch_app, name="dispatch")
+app.add_typer(notifications_app, name="notifications")
+simulate_app.command("twilio")(simulate_twilio)
 
 
 def _settings() -> Settings:

@@ -58,6 +58,30 @@ class Settings(BaseSettings):
     webhook_pause_failure_rate: float = 0.50
     webhook_pause_seconds: int = 1800  # the circuit breaker's cool-down
 
+    # --- notifications --- (see docs/notifications.md)
+    notifications_enabled: bool = True
+    notifications_sms_backend: str = "simulator"  # simulator (in process, the sandbox default) | twilio
+    twilio_account_sid: str = "AC00000000000000000000000000000000"  # the simulator accepts any AC... SID
+    twilio_auth_token: SecretStr = SecretStr("sim-auth-token")
+    twilio_from_number: str | None = "+15005550006"
+    twilio_messaging_service_sid: str | None = None  # MG...; used instead of the from-number when set
+    twilio_base_url: str = "https://api.twilio.com"  # ignored by the in-process simulator
+    notifications_email_backend: str = "log"  # log (a sink: logs and order history only) | smtp
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_security: str = "none"  # none | starttls | ssl
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = 15.0
+    notifications_from_email: str = "orders@orderstream.local"
+    notifications_default_locale: str = "en_US"
+    notifications_cap_per_hour: int = 8  # messages per phone / e-mail per hour; more are skipped (rate_capped)
+    notifications_reminder_minutes: int = 30  # a future order's reminder goes this long before requested_for
+    notifications_eta_change_minutes: int = 15  # an ETA moved at least this far gets an update
+    notifications_update_interval_minutes: int = 10  # at least this long between two updates of an order
+    notifications_max_updates: int = 3  # updates per order and channel
+    tracking_link_days: int = 7  # a tracking link expires this many days after the order ends
+
     # operator actions (replay for any partner); unset means the admin API answers 401
     admin_token: SecretStr | None = None
 
