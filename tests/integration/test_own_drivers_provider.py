@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.engine import RowMapping
 
+from orderstream.config import Settings
 from orderstream.db import Database, utcnow
-from orderstream.deliveries.protocol import DeliveryRef, DeliveryStatus, ProviderRejected
+from orderstream.deliveries.protocol import DeliveryRef, DeliveryStatus, ProviderRejected, WebhookRejected
 from orderstream.deliveries.providers.own_drivers import service
 from orderstream.deliveries.providers.own_drivers.provider import OwnDriversProvider
 from orderstream.deliveries.providers.own_drivers.service import DriversError
@@ -272,3 +273,19 @@ def test_drivers_add_list_shift_and_deactivate(db: Database) -> None:
     with db.write() as conn, pytest.raises(DriversError) as caught:
         service.set_shift(conn, loc=other_loc, driver_id=sam, on_shift=True)
     assert caught.value.code == "driver_not_found"
+
+
+def test_the_registry_factory_opens_and_closes_its_own_pool(db: Database, db_url: str) -> None:
+    partner = make_partner(db)
+    add_driver(db, partner, "Sam")
+    provider = OwnDriversProvider.from_settings(Settings(database_url=db_url))
+    try:
+        assert provider.name == "own_drivers"
+        assert provider.capabilities().cash_collection
+        booked = provider.book(delivery_request(new_order(db, partner)))
+        assert booked.status is DeliveryStatus.ENROUTE_TO_PICKUP
+    finally:
+        provider.close()
+    with pytest.raises(WebhookRejected) as caught:
+        provider.parse_webhook(b"{}", {})
+    assert caught.value.status == 404

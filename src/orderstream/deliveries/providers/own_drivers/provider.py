@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
+from orderstream.config import Settings
 from orderstream.db import Database, utcnow
 from orderstream.deliveries.protocol import (
     CancelOutcome,
@@ -45,14 +46,27 @@ class OwnDriversProvider:
     name = mapping.PROVIDER
 
     def __init__(
-        self, db: Database, settings: OwnDriversSettings | None = None, *, clock: Callable[[], datetime] = utcnow
+        self,
+        db: Database,
+        settings: OwnDriversSettings | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        owns_db: bool = False,
     ) -> None:
         self.db = db
         self.settings = settings or OwnDriversSettings()
         self.now = clock
+        self.owns_db = owns_db
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OwnDriversProvider:
+        """The provider of a process (the registry's factory): a small pool of its own on the configured database."""
+        return cls(Database.from_url(settings.database_url, pool_size=4), OwnDriversSettings(), owns_db=True)
 
     def close(self) -> None:
-        """Nothing to release: the database belongs to the caller."""
+        """Close the pool when this provider opened it."""
+        if self.owns_db:
+            self.db.dispose()
 
     def capabilities(self) -> Capabilities:
         """Drivers collect cash, take scheduled runs and tips; proof of delivery (photo/signature URL) is optional."""
