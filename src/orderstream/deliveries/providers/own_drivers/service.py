@@ -15,6 +15,7 @@ from orderstream.deliveries.protocol import WebhookUpdate
 from orderstream.deliveries.providers.own_drivers import mapping, store
 from orderstream.deliveries.providers.own_drivers.statuses import (
     CANCELED_BY_DRIVER,
+    OPEN,
     REASSIGNABLE,
     REPORTABLE,
     TERMINAL,
@@ -180,6 +181,14 @@ def set_shift(conn: Connection, *, loc: RowMapping, driver_id: str, on_shift: bo
     return driver_dict(_location_driver(conn, loc=loc, driver_id=driver_id))
 
 
+def set_own_shift(conn: Connection, *, driver: RowMapping, on_shift: bool) -> dict[str, Any]:
+    """A driver clocks in or out."""
+    store.update_driver(conn, driver_id=driver["id"], on_shift=on_shift)
+    row = store.get_driver(conn, driver_id=driver["id"])
+    assert row is not None
+    return driver_dict(row)
+
+
 def deactivate_driver(conn: Connection, *, loc: RowMapping, driver_id: str) -> dict[str, Any]:
     """Deactivate a driver: no new deliveries, token refused. Refused while the driver has open deliveries."""
     row = _location_driver(conn, loc=loc, driver_id=driver_id)
@@ -229,6 +238,12 @@ def set_fleet(conn: Connection, *, loc: RowMapping, fee: int | None, auto_assign
 def list_deliveries(conn: Connection, *, loc: RowMapping, status: str | None = None) -> list[dict[str, Any]]:
     """A location's driver deliveries, newest first (e.g. status=unassigned: waiting for an operator)."""
     rows = store.list_deliveries(conn, location_id=loc["id"], status=[status] if status else ())
+    return [delivery_dict(r) for r in rows]
+
+
+def open_deliveries(conn: Connection, *, driver: RowMapping) -> list[dict[str, Any]]:
+    """The deliveries a driver still has to finish, newest first."""
+    rows = store.list_deliveries(conn, driver_id=driver["id"], status=[s.value for s in OPEN])
     return [delivery_dict(r) for r in rows]
 
 
