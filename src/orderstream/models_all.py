@@ -1,6 +1,7 @@
 """Imports every table module so that the metadata is complete (migrations, tests)."""
 
 from orderstream.deliveries import models as deliveries_models
+from orderstream.deliveries.providers.own_drivers import models as own_drivers_models
 from orderstream.jobs import models as jobs_models
 from orderstream.notifications import models as notifications_models
 from orderstream.orders import models as orders_models
@@ -13,6 +14,7 @@ __all__ = [
     "jobs_models",
     "notifications_models",
     "orders_models",
+    "own_drivers_models",
     "pos_models",
     "tenancy_models",
     "webhooks_out_models",
