@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from orderstream import __version__, bootstrap
 from orderstream.config import Settings, load_settings
+from orderstream.dashboard import views as dashboard_views
 from orderstream.db import Database
 from orderstream.errors import install_error_handlers
 from orderstream.jobs.registry import JobRegistry
@@ -54,6 +55,7 @@ def create_app(
     app.include_router(orders_views.router)
     app.include_router(webhooks_out_views.router)
     app.include_router(webhooks_out_views.admin_router)
+    app.include_router(dashboard_views.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

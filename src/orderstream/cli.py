@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from orderstream.config import Settings, load_settings
+from orderstream.dashboard.cli import users_app
 from orderstream.db import Database
 from orderstream.jobs.cli import jobs_app
 from orderstream.tenancy import service as tenancy
@@ -22,6 +23,7 @@ simulate_app = typer.Typer(help="Local simulators of the delivery providers.", n
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(users_app, name="users")
 
 
 def _settings() -> Settings:
