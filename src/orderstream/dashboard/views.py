@@ -10,20 +10,23 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, Query, Request, Response
+from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 
-from orderstream.dashboard import actions, audit, board, bridges, detail, scope, security
+from orderstream.dashboard import actions, audit, board, bridges, detail, pages, scope, security
 from orderstream.dashboard.users import User, find_for_signin, normalize_email
 from orderstream.dashboard.web import (
     SESSION_COOKIE,
     SIGNIN_CSRF_COOKIE,
     Context,
+    Csrf,
+    Ctx,
     PageError,
     PageRoute,
     current,
     db_of,
     not_found,
+    page,
     session_lifetime,
     set_cookie,
     settings_of,
@@ -34,16 +37,7 @@ from orderstream.orders.domain import FulfillmentType
 
 router = APIRouter(prefix="/dashboard", route_class=PageRoute, include_in_schema=False)
 
-Ctx = Annotated[Context, Depends(current)]
-Csrf = Annotated[str, Form()]
 STATIC = Path(__file__).parent / "static"
-
-
-def page(request: Request, name: str, ctx: Context | None, status_code: int = 200, **values: Any) -> HTMLResponse:
-    """Render a page with the user and the session's CSRF token available to the template."""
-    values.setdefault("user", ctx.user if ctx else None)
-    values.setdefault("csrf_token", ctx.session.csrf_token if ctx else "")
-    return templates.TemplateResponse(request, name, values, status_code=status_code)
 
 
 @router.get("/static/dashboard.css")
@@ -385,3 +379,6 @@ def replay_webhook(
         "replay_webhook",
         lambda conn: actions.replay_webhook(conn, user=ctx.user, order=order, delivery_id=delivery_id),
     )
+
+
+router.include_router(pages.router)

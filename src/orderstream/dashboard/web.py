@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import Request, Response
+from fastapi import Depends, Form, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
@@ -153,3 +153,14 @@ def current(request: Request) -> Context:
 def session_lifetime(request: Request) -> timedelta:
     """How long a new session lasts."""
     return timedelta(hours=settings_of(request).dashboard_session_hours)
+
+
+Ctx = Annotated[Context, Depends(current)]
+Csrf = Annotated[str, Form()]
+
+
+def page(request: Request, name: str, ctx: Context | None, status_code: int = 200, **values: Any) -> HTMLResponse:
+    """Render a page with the user and the session's CSRF token available to the template."""
+    values.setdefault("user", ctx.user if ctx else None)
+    values.setdefault("csrf_token", ctx.session.csrf_token if ctx else "")
+    return templates.TemplateResponse(request, name, values, status_code=status_code)
