@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,3 +216,21 @@ def seed_through_api_or_db(db_url: str, server: harness.ServerProcess, partner: 
         return seed_order(db, fixture, pos_order_id=pos_order_id, fulfillment_type="pickup")
     finally:
         db.dispose()
+
+
+def test_an_open_event_stream_does_not_hold_up_a_graceful_stop(db_url: str, launch: Launcher) -> None:
+    email = f"ops_{uuid.uuid4().hex[:8]}@example.com"
+    add_user(db_url, email, role="admin")
+    server = launch.server(db_url)
+    with server.client() as client:
+        form = client.get("/dashboard/signin")
+        token = form.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        client.post("/dashboard/signin", data={"email": email, "password": PASSWORD, "csrf_token": token})
+        with client.stream("GET", "/dashboard/board/events") as stream:
+            lines = stream.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: ready"
+            started = time.monotonic()
+            server.stop(timeout=15)
+            took = time.monotonic() - started
+    assert not server.forced, "the server had to be killed: the event stream held it up"
+    assert took < 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -203,7 +204,7 @@ async def board_events(
         first = True
         yield "retry: 2000\n\n"
         while time.monotonic() - started < settings.dashboard_sse_max_seconds:
-            if await request.is_disconnected():
+            if await request.is_disconnected() or server_stopping():
                 return
             # the session may end (sign-out, expiry) while the stream is open
             still = await asyncio.to_thread(_still_signed_in, request)
@@ -232,6 +233,17 @@ async def board_events(
     return StreamingResponse(
         stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
+
+
+def server_stopping() -> bool:
+    """True once uvicorn was asked to stop.
+
+    uvicorn waits for open responses before it exits and gives them no signal, so an event stream
+    would hold a restart for its whole lifetime. Its SIGTERM handler is a bound method of the server,
+    whose should_exit flag we read (False under any other server or in tests).
+    """
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return bool(getattr(server, "should_exit", False))
 
 
 def _still_signed_in(request: Request) -> bool:
