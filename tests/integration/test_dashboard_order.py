@@ -146,9 +146,8 @@ def test_mark_ready(client: TestClient, db: Database, partner: PartnerFixture) -
     assert status_of(db, order_id) == "ready_for_pickup"
 
 
-def test_webhooks_of_the_order_are_listed_and_can_be_replayed(
-    client: TestClient, db: Database, partner: PartnerFixture
-) -> None:
+def canceled_with_failed_webhook(client: TestClient, db: Database, partner: PartnerFixture, order_id: str) -> str:
+    """Subscribe the partner to order.canceled, cancel the order from the dashboard, fail the webhook; its id."""
     with db.write() as conn:
         webhooks_service.create_endpoint(
             conn,
@@ -157,21 +156,31 @@ def test_webhooks_of_the_order_are_listed_and_can_be_replayed(
             event_types=["order.canceled"],
             allow_private=True,
         )
-    order_id = seed_order(db, partner)
-    sign_in(client, make_user(db))
     token = csrf_of(client.get(f"/dashboard/orders/{order_id}").text)
     client.post(
         f"/dashboard/orders/{order_id}/cancel", data={"csrf_token": token, "reason": "other", "confirmed": "yes"}
     )
     with db.write() as conn:  # as if the worker had given up on it
-        delivery_id = conn.execute(
-            sa.select(webhook_deliveries.c.id).where(webhook_deliveries.c.order_id == order_id)
-        ).scalar_one()
+        delivery_id = str(
+            conn.execute(
+                sa.select(webhook_deliveries.c.id).where(webhook_deliveries.c.order_id == order_id)
+            ).scalar_one()
+        )
         conn.execute(
             sa.update(webhook_deliveries)
             .where(webhook_deliveries.c.id == delivery_id)
             .values(status="failed", last_status_code=500)
         )
+    return delivery_id
+
+
+def test_webhooks_of_the_order_are_listed_and_can_be_replayed(
+    client: TestClient, db: Database, partner: PartnerFixture
+) -> None:
+    order_id = seed_order(db, partner)
+    sign_in(client, make_user(db))
+    delivery_id = canceled_with_failed_webhook(client, db, partner, order_id)
+    token = csrf_of(client.get(f"/dashboard/orders/{order_id}").text)
 
     page = client.get(f"/dashboard/orders/{order_id}").text
     resp = client.post(
@@ -203,26 +212,11 @@ def test_webhooks_of_the_order_are_listed_and_can_be_replayed(
 def test_a_webhook_of_another_order_cannot_be_replayed_through_this_one(
     client: TestClient, db: Database, partner: PartnerFixture
 ) -> None:
-    with db.write() as conn:
-        webhooks_service.create_endpoint(
-            conn,
-            partner_id=partner.partner_id,
-            url="http://127.0.0.1:9/hook",
-            event_types=["order.canceled"],
-            allow_private=True,
-        )
     first = seed_order(db, partner)
     second = seed_order(db, partner)
     sign_in(client, make_user(db))
-    token = csrf_of(client.get(f"/dashboard/orders/{first}").text)
-    client.post(f"/dashboard/orders/{first}/cancel", data={"csrf_token": token, "reason": "other", "confirmed": "yes"})
-    with db.write() as conn:
-        delivery_id = conn.execute(
-            sa.select(webhook_deliveries.c.id).where(webhook_deliveries.c.order_id == first)
-        ).scalar_one()
-        conn.execute(
-            sa.update(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id).values(status="failed")
-        )
+    delivery_id = canceled_with_failed_webhook(client, db, partner, first)
+    token = csrf_of(client.get(f"/dashboard/orders/{second}").text)
 
     resp = client.post(
         f"/dashboard/orders/{second}/webhooks/{delivery_id}/replay", data={"csrf_token": token, "confirmed": "yes"}
