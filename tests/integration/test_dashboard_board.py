@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 from orderstream.app import create_app
 from orderstream.config import Settings
 from orderstream.db import Database, utcnow
+from orderstream.orders import service as order_service
+from orderstream.orders.domain import Actor, OrderStatus
 from tests.dashboard_helpers import make_user, sign_in
 from tests.factories import make_partner
 from tests.orders_api_helpers import seed_order
@@ -132,3 +134,23 @@ def test_the_event_stream_is_scoped_to_the_merchant(client: TestClient, db: Data
 
     assert created[1] in body
     assert created[0] not in body
+
+
+def test_a_status_change_moves_the_card_over_the_event_stream(client: TestClient, db: Database) -> None:
+    partner = make_partner(db)
+    order_id = seed_order(db, partner, fulfillment_type="pickup", status="preparing")
+    sign_in(client, make_user(db))
+
+    def mark_ready() -> None:
+        with db.write() as conn:
+            order = order_service.get_order_for_update(conn, order_id=order_id)
+            assert order is not None
+            order_service.change_status(conn, order=order, target=OrderStatus.READY_FOR_PICKUP, actor=Actor.POS)
+
+    timer = threading.Timer(0.6, mark_ready)
+    timer.start()
+    body = client.get("/dashboard/board/events").text
+    timer.join()
+
+    cards = [json.loads(b.split("data: ", 1)[1]) for b in body.split("\n\n") if b.startswith("event: card")]
+    assert [(c["id"], c["column"]) for c in cards] == [(order_id, "ready_for_pickup")]
