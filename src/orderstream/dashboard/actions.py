@@ -7,7 +7,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from orderstream.dashboard import audit, bridges, features
+from orderstream.config import Settings
+from orderstream.dashboard import audit, bridges
 from orderstream.dashboard.users import User
 from orderstream.orders import domain
 from orderstream.orders import service as order_service
@@ -109,7 +110,36 @@ def _delivery_order(conn: Connection, delivery_id: str) -> str | None:
     return conn.execute(sa.select(webhook_deliveries.c.order_id).where(webhook_deliveries.c.id == delivery_id)).scalar()
 
 
-def require(conn: Connection, feature: features.Feature) -> None:
-    """Refuse an action whose feature is not installed here."""
-    if not features.available(conn, feature):
-        raise bridges.FeatureMissing(feature)
+def redispatch(conn: Connection, *, user: User, order_id: str, provider: str | None) -> None:
+    """Find a courier again (another provider, or the one chosen), through dispatch's own service."""
+    what = f"provider {provider} chosen" if provider else "re-dispatch"
+    try:
+        bridges.redispatch(conn, order_id=order_id, actor_text=f"{what} by {user.email}", only=provider)
+    except bridges.BridgeRefused as exc:
+        raise ActionRefused(exc.code, str(exc)) from exc
+    audit.record(
+        conn,
+        user=user,
+        action="choose_provider" if provider else "redispatch",
+        order_id=order_id,
+        details={"provider": provider} if provider else None,
+    )
+
+
+def resend_notification(
+    conn: Connection, *, user: User, order_id: str, notification_id: str, settings: Settings
+) -> None:
+    """Send a notification's kind to the customer again, through the notifications feature."""
+    try:
+        queued = bridges.resend_notification(
+            conn, order_id=order_id, notification_id=notification_id, settings=settings
+        )
+    except bridges.BridgeRefused as exc:
+        raise ActionRefused(exc.code, str(exc)) from exc
+    audit.record(
+        conn,
+        user=user,
+        action="resend_notification",
+        order_id=order_id,
+        details={"notification_id": notification_id, "queued": queued},
+    )

@@ -32,6 +32,7 @@ class OrderPage:
     audit: list[dict[str, Any]]
     allowed: dict[str, bool]
     missing: dict[str, str]
+    providers: list[str]
     timezone: str
 
 
@@ -97,12 +98,11 @@ def allowed_actions(order: RowMapping) -> dict[str, bool]:
     """Which status actions the state machine allows now."""
     ftype = domain.FulfillmentType(order["fulfillment_type"])
     status = domain.OrderStatus(order["status"])
-    dispatched = ftype in (domain.FulfillmentType.DELIVERY, domain.FulfillmentType.MERCHANT_MANAGED_DELIVERY)
     open_ = status not in domain.TERMINAL
     return {
         "cancel": domain.can_transition(ftype, status, domain.OrderStatus.CANCELED),
         "mark_ready": domain.can_transition(ftype, status, domain.OrderStatus.READY_FOR_PICKUP),
-        "dispatch": open_ and dispatched,
+        "dispatch": open_ and domain.is_dispatched(ftype),
     }
 
 
@@ -132,6 +132,7 @@ def load(conn: Connection, order: RowMapping, *, revealed: bool) -> OrderPage:
         audit=audit.for_order(conn, order_id=order["id"]),
         allowed=allowed_actions(order),
         missing=missing,
+        providers=bridges.providers(conn),
         timezone=order["location_timezone"],
     )
 

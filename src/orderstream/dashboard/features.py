@@ -18,8 +18,8 @@ class Feature:
     tables: tuple[str, ...]
 
 
-DISPATCH = Feature("dispatch", "orderstream.dispatch", ("delivery_attempts",))
-NOTIFICATIONS = Feature("notifications", "orderstream.notifications", ("notifications",))
+DISPATCH = Feature("dispatch", "orderstream.deliveries.service", ("delivery_attempts",))
+NOTIFICATIONS = Feature("notifications", "orderstream.notifications.service", ("notifications",))
 WEBHOOKS_OUT = Feature("outbound webhooks", "orderstream.webhooks_out", ("webhook_deliveries",))
 POS_INTAKE = Feature("POS webhook intake", "orderstream.pos.views", ("inbound_events",))
 
@@ -31,12 +31,20 @@ def _module_exists(name: str) -> bool:
         return False
 
 
+# (database URL, feature) -> present; code and schema only change with a deploy, which restarts the process
+_seen: dict[tuple[str, str], bool] = {}
+
+
 def available(conn: Connection, feature: Feature) -> bool:
     """True when the feature's code is installed and its tables are in this database."""
-    if not _module_exists(feature.module):
-        return False
-    inspector = sa.inspect(conn)
-    return all(inspector.has_table(t) for t in feature.tables)
+    key = (conn.engine.url.render_as_string(hide_password=True), feature.name)
+    if key not in _seen:
+        present = _module_exists(feature.module)
+        if present:
+            inspector = sa.inspect(conn)
+            present = all(inspector.has_table(t) for t in feature.tables)
+        _seen[key] = present
+    return _seen[key]
 
 
 def missing_text(feature: Feature) -> str:

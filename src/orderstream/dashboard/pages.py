@@ -7,10 +7,22 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
-from orderstream.dashboard import admin, charts, features, scope
+from orderstream.dashboard import admin, bridges, charts, features, scope
 from orderstream.dashboard.audit import record
-from orderstream.dashboard.web import Context, Csrf, Ctx, PageError, PageRoute, db_of, not_found, page, settings_of
+from orderstream.dashboard.web import (
+    Context,
+    Csrf,
+    Ctx,
+    PageError,
+    PageRoute,
+    current,
+    db_of,
+    not_found,
+    page,
+    settings_of,
+)
 from orderstream.db import utcnow
 from orderstream.jobs import runtime as jobs_runtime
 from orderstream.tenancy import service as tenancy
@@ -42,17 +54,122 @@ def location_page(request: Request, ctx: Ctx, location_id: int, done: str | None
     """One location's settings: prep time, pause/resume, dispatch policy, notifications."""
     location = _location_or_404(request, ctx, location_id)
     with db_of(request).read() as conn:
-        has_dispatch = features.available(conn, features.DISPATCH)
-        has_notifications = features.available(conn, features.NOTIFICATIONS)
+        policy = bridges.dispatch_policy(conn, location_id=location_id, settings=settings_of(request))
+        notify = bridges.notification_settings(conn, location_id=location_id)
+        providers = bridges.providers(conn)
+        kinds = bridges.notification_kinds(conn)
     return page(
         request,
         "location.html",
         ctx,
         loc=location,
-        notice={"saved": "Saved.", "paused": "Paused.", "resumed": "Resumed."}.get(done or ""),
-        dispatch_missing=None if has_dispatch else features.missing_text(features.DISPATCH),
-        notifications_missing=None if has_notifications else features.missing_text(features.NOTIFICATIONS),
+        notice=LOCATION_NOTICES.get(done or ""),
+        policy=policy,
+        providers=providers,
+        notify=notify,
+        kinds=kinds,
+        dispatch_missing=features.missing_text(features.DISPATCH),
+        notifications_missing=features.missing_text(features.NOTIFICATIONS),
     )
+
+
+LOCATION_NOTICES = {
+    "saved": "Saved.",
+    "paused": "Paused.",
+    "resumed": "Resumed.",
+    "policy": "Dispatch policy saved.",
+    "notifications": "Notification settings saved.",
+}
+
+
+def _optional_int(value: str, name: str) -> int | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise PageError(422, "validation_error", f"{name}: a whole number, or empty for none")
+    return int(value)
+
+
+@router.post("/locations/{location_id}/dispatch-policy")
+async def set_dispatch_policy(request: Request, location_id: int) -> Response:
+    """Replace the location's dispatch policy (providers, strategy, caps, timeouts)."""
+    form = await request.form()
+    return await run_in_threadpool(_save_policy, request, location_id, form)
+
+
+def _save_policy(request: Request, location_id: int, form: Any) -> Response:
+    ctx = current(request)
+    ctx.check_csrf(str(form.get("csrf_token", "")))
+    _location_or_404(request, ctx, location_id)
+    allowed = [str(p) for p in form.getlist("allowed_providers")]
+    timeouts = {}
+    for provider in allowed:
+        raw = _optional_int(str(form.get(f"timeout_{provider}", "")), f"timeout_{provider}")
+        if raw is not None:
+            timeouts[provider] = float(raw)
+    window = _optional_int(str(form.get("redispatch_window_minutes", "")), "redispatch_window_minutes")
+    values = {
+        "allowed_providers": allowed,
+        "strategy": str(form.get("strategy", "cheapest")),
+        "max_fee": _optional_int(str(form.get("max_fee", "")), "max_fee"),
+        "max_pickup_eta_minutes": _optional_int(str(form.get("max_pickup_eta_minutes", "")), "max_pickup_eta_minutes"),
+        "acceptance_timeout_seconds": timeouts,
+        "redispatch_window_minutes": float(window) if window is not None else None,
+    }
+    if not allowed:
+        raise PageError(422, "validation_error", "allowed_providers: choose at least one provider")
+    try:
+        with db_of(request).write() as conn:
+            known = set(bridges.providers(conn))
+            unknown = [p for p in allowed if p not in known]
+            if unknown:
+                raise PageError(422, "unknown_provider", f"allowed_providers: unknown {', '.join(unknown)}")
+            bridges.set_dispatch_policy(conn, location_id=location_id, values=values)
+            record(conn, user=ctx.user, action="dispatch_policy", details={"location_id": location_id, **values})
+    except bridges.BridgeRefused as exc:
+        raise PageError(422, exc.code, str(exc)) from exc
+    except bridges.FeatureMissing as exc:
+        raise PageError(409, "feature_missing", str(exc)) from exc
+    return RedirectResponse(f"/dashboard/locations/{location_id}?done=policy", status_code=303)
+
+
+@router.post("/locations/{location_id}/notifications")
+async def set_notifications(request: Request, location_id: int) -> Response:
+    """Turn notification channels and kinds on or off, and override their texts."""
+    form = await request.form()
+    return await run_in_threadpool(_save_notifications, request, location_id, form)
+
+
+def _save_notifications(request: Request, location_id: int, form: Any) -> Response:
+    ctx = current(request)
+    ctx.check_csrf(str(form.get("csrf_token", "")))
+    _location_or_404(request, ctx, location_id)
+    with db_of(request).read() as conn:
+        kinds = bridges.notification_kinds(conn)
+    enabled = {str(k) for k in form.getlist("enabled_kinds")}
+    overrides: dict[str, dict[str, dict[str, str]]] = {}
+    for kind in kinds:
+        for channel in ("sms", "email"):
+            text = str(form.get(f"text_{kind}_{channel}", "")).strip()
+            if text:
+                overrides.setdefault(kind, {})[channel] = {"text": text}
+    try:
+        with db_of(request).write() as conn:
+            bridges.set_notification_settings(
+                conn,
+                location_id=location_id,
+                sms_enabled=form.get("sms_enabled") == "on",
+                email_enabled=form.get("email_enabled") == "on",
+                disabled_kinds=[k for k in kinds if k not in enabled],
+                overrides=overrides,
+            )
+            record(conn, user=ctx.user, action="notification_settings", details={"location_id": location_id})
+    except bridges.BridgeRefused as exc:
+        raise PageError(422, exc.code, str(exc)) from exc
+    except bridges.FeatureMissing as exc:
+        raise PageError(409, "feature_missing", str(exc)) from exc
+    return RedirectResponse(f"/dashboard/locations/{location_id}?done=notifications", status_code=303)
 
 
 def _update_location(request: Request, ctx: Context, location_id: int, done: str, **values: Any) -> Response:

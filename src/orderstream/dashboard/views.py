@@ -307,6 +307,9 @@ def reveal_customer(request: Request, ctx: Ctx, order_id: str, csrf_token: Csrf 
 
 
 ACTION_NOTICES = {
+    "redispatch": "Looking for a courier again.",
+    "choose_provider": "Booking with the chosen provider.",
+    "resend_notification": "The notification is queued again.",
     "cancel": "The order was canceled.",
     "mark_ready": "The order is marked ready.",
     "replay_webhook": "The webhook will be sent again.",
@@ -390,6 +393,58 @@ def replay_webhook(
         order_id,
         "replay_webhook",
         lambda conn: actions.replay_webhook(conn, user=ctx.user, order=order, delivery_id=delivery_id),
+    )
+
+
+@router.post("/orders/{order_id}/redispatch")
+def redispatch(
+    request: Request,
+    ctx: Ctx,
+    order_id: str,
+    csrf_token: Csrf = "",
+    provider: Annotated[str, Form(max_length=40)] = "",
+    confirmed: Annotated[str, Form()] = "",
+) -> Response:
+    """Find a courier again; with a provider, book with that one (after a confirmation)."""
+    ctx.check_csrf(csrf_token)
+    order = _order_or_404(request, ctx.user, order_id)
+    if confirmed != "yes":
+        title = f"Book with {provider} instead?" if provider else "Find a courier again?"
+        return _confirm_page(request, ctx, order, "redispatch", title, {"provider": provider})
+    return _run_action(
+        request,
+        ctx,
+        order_id,
+        "choose_provider" if provider else "redispatch",
+        lambda conn: actions.redispatch(conn, user=ctx.user, order_id=order_id, provider=provider or None),
+    )
+
+
+@router.post("/orders/{order_id}/notifications/{notification_id}/resend")
+def resend_notification(
+    request: Request,
+    ctx: Ctx,
+    order_id: str,
+    notification_id: str,
+    csrf_token: Csrf = "",
+    confirmed: Annotated[str, Form()] = "",
+) -> Response:
+    """Send a notification to the customer again (after a confirmation)."""
+    ctx.check_csrf(csrf_token)
+    order = _order_or_404(request, ctx.user, order_id)
+    if confirmed != "yes":
+        return _confirm_page(
+            request, ctx, order, f"notifications/{notification_id}/resend", "Send this notification again?", {}
+        )
+    settings = settings_of(request)
+    return _run_action(
+        request,
+        ctx,
+        order_id,
+        "resend_notification",
+        lambda conn: actions.resend_notification(
+            conn, user=ctx.user, order_id=order_id, notification_id=notification_id, settings=settings
+        ),
     )
 
 

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
 from orderstream.config import Settings
-from orderstream.dashboard import detail, late, security
+from orderstream.dashboard import board, detail, late, security
 from orderstream.dashboard.users import User, get_user
 from orderstream.db import Database
 
@@ -25,6 +25,7 @@ SIGNIN_CSRF_COOKIE = "os_signin_csrf"
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.globals["late_labels"] = late.LATE_LABELS
 templates.env.filters["local"] = detail.local
+templates.env.globals["money"] = lambda amount, currency: board.money(amount, (currency or "").lower())
 templates.env.filters["query"] = lambda params: urlencode(params)
 
 
