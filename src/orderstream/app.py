@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from orderstream import __version__, bootstrap, logs, metrics
 from orderstream.config import Settings, load_settings
+from orderstream.dashboard import views as dashboard_views
 from orderstream.db import Database
 from orderstream.deliveries import views as deliveries_views
 from orderstream.errors import install_error_handlers
@@ -65,6 +66,7 @@ def create_app(
     app.include_router(deliveries_views.admin_router)
     app.include_router(notifications_views.router)
     app.include_router(notifications_tracking.router)
+    app.include_router(dashboard_views.router)
     app.state.metrics = metrics.CombinedRegistry(database)
     app.include_router(metrics.router)
     app.add_middleware(metrics.HttpMetricsMiddleware)

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from orderstream.config import Settings, load_settings
+from orderstream.dashboard.cli import users_app
 from orderstream.db import Database
 from orderstream.deliveries.cli import dispatch_app
 from orderstream.jobs.cli import jobs_app
@@ -27,6 +28,7 @@ app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(dispatch_app, name="dispatch")
 app.add_typer(notifications_app, name="notifications")
 simulate_app.command("twilio")(simulate_twilio)
+app.add_typer(users_app, name="users")
 
 
 def _settings() -> Settings:

@@ -118,6 +118,14 @@ class Settings(BaseSettings):
             return self.log_format
         return "json" if self.log_json else "text"
 
+    # --- dashboard --- (see docs/dashboard.md)
+    dashboard_session_hours: float = 12.0
+    dashboard_signin_max_failures: int = 5  # per client IP and e-mail within the window, then 429
+    dashboard_signin_window_seconds: int = 900
+    dashboard_courier_late_minutes: int = 10  # no courier this close to the pickup time: the order is late
+    dashboard_sse_poll_seconds: float = 1.0  # how often the board's event stream looks for changes
+    dashboard_sse_max_seconds: float = 300.0  # a stream ends after this; the browser reconnects by itself
+
     @property
     def is_sqlite(self) -> bool:
         """True when the database is the embedded SQLite store."""
