@@ -84,6 +84,10 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000))
     from orderstream.migrate import upgrade
 
     settings = _settings()
+    if "public_base_url" not in settings.model_fields_set:
+        # links in messages and provider webhooks must reach this very process unless told otherwise
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        settings = settings.model_copy(update={"public_base_url": f"http://{local}:{port}"})
     _configure_logging(settings)
     if settings.is_sqlite:
         upgrade(settings.database_url)
