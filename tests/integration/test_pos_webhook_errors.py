@@ -471,3 +471,34 @@ def test_malformed_bodies_get_an_error_never_a_500(client: TestClient, partner: 
     resp = post_event(client, partner.slug, partner.secret, body)
     assert resp.status_code in (400, 404, 409, 422), resp.text
     error_of(resp, resp.status_code)
+
+
+def test_settings_changed_while_cached_take_effect_at_once(
+    client: TestClient, db: Database, partner: PartnerFixture
+) -> None:
+    assert post_event(client, partner.slug, partner.secret, legacy_order()).status_code == 200  # now cached
+    with db.write() as conn:
+        tenancy.update_partner(conn, slug=partner.slug, require_standard_webhooks=True)
+    resp = post_event(client, partner.slug, partner.secret, legacy_order())
+    assert error_of(resp, 401)["code"] == "standard_webhooks_required"
+    assert post_event(client, partner.slug, partner.secret, legacy_order(), standard=True).status_code == 200
+
+    with db.write() as conn:
+        tenancy.update_partner(conn, slug=partner.slug, require_standard_webhooks=False, rate_limit_per_minute=1)
+    assert post_event(client, partner.slug, partner.secret, legacy_order()).status_code == 200
+    assert error_of(post_event(client, partner.slug, partner.secret, legacy_order()), 429)["code"] == "rate_limited"
+
+
+def test_a_secret_rotated_out_while_cached_stops_at_once_and_nothing_is_stored(
+    client: TestClient, db: Database, partner: PartnerFixture
+) -> None:
+    assert post_event(client, partner.slug, partner.secret, legacy_order()).status_code == 200  # now cached
+    with db.write() as conn:
+        newest = tenancy.rotate_secret(conn, slug=partner.slug, overlap=timedelta(0))["secret"]
+    before = stored_events(db, partner)
+
+    resp = post_event(client, partner.slug, partner.secret, legacy_order(), standard=True)
+
+    assert error_of(resp, 401)["code"] == "invalid_signature"
+    assert stored_events(db, partner) == before
+    assert post_event(client, partner.slug, newest, legacy_order()).status_code == 200

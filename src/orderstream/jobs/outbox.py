@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,18 @@ REQUEST_ID_KEY = "_request_id"
 NOTIFY_CHANNEL = "orderstream_jobs"
 ENQUEUED_FLAG = "orderstream_jobs_enqueued"
 _ACTIVE_WHERE = sa.text("key IS NOT NULL AND status IN ('pending', 'running')")
+
+
+@functools.cache
+def _insert_statement(dialect: str, *, keyed: bool) -> Any:
+    """The job INSERT ... RETURNING id, skipping a duplicate active (kind, key) when keyed; built once."""
+    stmt: Any
+    if keyed and dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        stmt = insert(jobs).on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
+    else:
+        stmt = sa.insert(jobs)
+    return stmt.returning(jobs.c.id)
 
 
 def enqueue(
@@ -51,16 +64,8 @@ def enqueue(
         "updated_at": now,
     }
     dialect = conn.dialect.name
-    if key is not None and dialect == "postgresql":
-        stmt: Any = postgresql.insert(jobs).on_conflict_do_nothing(
-            index_elements=["kind", "key"], index_where=_ACTIVE_WHERE
-        )
-    elif key is not None and dialect == "sqlite":
-        stmt = sqlite.insert(jobs).on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
-    else:
-        stmt = sa.insert(jobs)
     # values apart from the statement: SQLAlchemy reuses the compiled statement instead of rebuilding it
-    row = conn.execute(stmt.returning(jobs.c.id), values).first()
+    row = conn.execute(_insert_statement(dialect, keyed=key is not None), values).first()
     if row is None:
         return None
     if dialect == "postgresql":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -147,6 +148,7 @@ def total_warnings(order: OrderIn, prefix: str) -> list[dict[str, Any]]:
     return warnings
 
 
+@functools.lru_cache(maxsize=4096)  # repeat customers; parsing a number costs more than the rest of the mapping
 def normalize_phone(phone: str, region: str | None) -> str | None:
     """The number in E.164 when it is a valid phone number (national numbers use the location's country)."""
     try:

@@ -19,20 +19,10 @@ from orderstream.orders.events import OrderCreated
 from orderstream.orders.handlers import publish
 from orderstream.orders.models import order_line_items, orders
 from orderstream.pos import mapping
+from orderstream.pos.credentials import PartnerAuth
 from orderstream.pos.models import inbound_events
 from orderstream.pos.schemas import CancelIn, Envelope, InvalidEvent, LocationStatusIn, OrderIn, Problem, StatusUpdateIn
-from orderstream.tenancy.models import locations, partner_secrets, partners
-
-
-@dataclass(frozen=True)
-class PartnerAuth:
-    """What the webhook needs to know about a partner: its settings and the secrets that verify now."""
-
-    id: int
-    slug: str
-    require_standard_webhooks: bool
-    rate_limit_per_minute: int | None
-    secrets: tuple[str, ...]
+from orderstream.tenancy.models import locations
 
 
 @dataclass(frozen=True)
@@ -55,50 +45,12 @@ class Outcome:
 
 
 # Statements of the request path are built once: building one per request costs more than running it.
-_PARTNER_WITH_SECRETS = (
-    sa.select(
-        partners.c.id,
-        partners.c.slug,
-        partners.c.require_standard_webhooks,
-        partners.c.rate_limit_per_minute,
-        partner_secrets.c.secret,
-    )
-    .select_from(
-        partners.outerjoin(
-            partner_secrets,
-            sa.and_(
-                partner_secrets.c.partner_id == partners.c.id,
-                sa.or_(
-                    partner_secrets.c.expires_at.is_(None),
-                    partner_secrets.c.expires_at > sa.bindparam("now", type_=partner_secrets.c.expires_at.type),
-                ),
-            ),
-        )
-    )
-    .where(partners.c.slug == sa.bindparam("slug"))
-    .order_by(partner_secrets.c.id.desc())
-)
 _LOCATION = sa.select(locations).where(
     locations.c.partner_id == sa.bindparam("partner_id"), locations.c.external_id == sa.bindparam("external_id")
 )
 _INSERT_EVENT = sa.insert(inbound_events).returning(inbound_events.c.id)
 _INSERT_LINES = sa.insert(order_line_items)
 _ORDER_KEY = ("partner_id", "location_id", "source_order_id")
-
-
-def load_partner(conn: Connection, *, slug: str, now: datetime) -> PartnerAuth | None:
-    """The partner with its active secrets, in one query; None for an unknown slug."""
-    rows = conn.execute(_PARTNER_WITH_SECRETS, {"slug": slug, "now": now}).all()
-    if not rows:
-        return None
-    first = rows[0]
-    return PartnerAuth(
-        id=int(first.id),
-        slug=str(first.slug),
-        require_standard_webhooks=bool(first.require_standard_webhooks),
-        rate_limit_per_minute=first.rate_limit_per_minute,
-        secrets=tuple(r.secret for r in rows if r.secret is not None),
-    )
 
 
 @functools.cache

@@ -28,9 +28,10 @@ class SignatureError(Exception):
 
 @dataclass(frozen=True)
 class Verified:
-    """What authentication established: the Standard Webhooks message id, when one was sent."""
+    """What authentication established: the secrets that matched, and the Standard Webhooks message id."""
 
     webhook_id: str | None
+    secrets: frozenset[str]
 
 
 def hex_signature(secret: str, body: bytes) -> str:
@@ -57,18 +58,15 @@ def _ascii(value: str) -> bytes:
     return value.encode("latin-1", "replace")
 
 
-def _verify_hex(given: str, body: bytes, secrets: Sequence[str]) -> bool:
+def _verify_hex(given: str, body: bytes, secrets: Sequence[str]) -> set[str]:
     given_bytes = _ascii(given.strip())
-    ok = False
-    for secret in secrets:
-        # no early exit: the time taken does not tell which secret matched
-        ok |= hmac.compare_digest(_ascii(hex_signature(secret, body)), given_bytes)
-    return ok
+    # every secret is tried (no early exit): the time taken does not tell which one matched
+    return {s for s in secrets if hmac.compare_digest(_ascii(hex_signature(s, body)), given_bytes)}
 
 
 def _verify_standard(
     headers: Mapping[str, str], body: bytes, secrets: Sequence[str], *, now: int, tolerance: int
-) -> str:
+) -> set[str]:
     msg_id, timestamp, signatures = (headers.get(h, "") for h in STANDARD_HEADERS)
     if not (msg_id and timestamp and signatures):
         raise SignatureError(
@@ -83,17 +81,17 @@ def _verify_standard(
             "webhook_timestamp_out_of_tolerance", f"webhook-timestamp is more than {tolerance} seconds from now"
         )
     given = [_ascii(part.removeprefix("v1,")) for part in signatures.split() if part.startswith("v1,")]
-    ok = False
+    matched = set()
     for secret in secrets:
         key = standard_key(secret)
         if key is None:
             continue
         expected = _ascii(standard_signature(key, msg_id, timestamp, body))
-        for candidate in given:
-            ok |= hmac.compare_digest(expected, candidate)
-    if not ok:
+        if any([hmac.compare_digest(expected, candidate) for candidate in given]):
+            matched.add(secret)
+    if not matched:
         raise SignatureError("invalid_signature", "webhook-signature does not match")
-    return msg_id
+    return matched
 
 
 def verify(
@@ -118,7 +116,12 @@ def verify(
         )
     if not hex_given and not has_standard:
         raise SignatureError("missing_signature", "send Stream-Webhook-Signature (or the Standard Webhooks headers)")
-    if hex_given and not _verify_hex(hex_given, body, secrets):
-        raise SignatureError("invalid_signature", "Stream-Webhook-Signature does not match")
-    webhook_id = _verify_standard(headers, body, secrets, now=now, tolerance=tolerance) if has_standard else None
-    return Verified(webhook_id=webhook_id)
+    matched: set[str] = set()
+    if hex_given:
+        matched = _verify_hex(hex_given, body, secrets)
+        if not matched:
+            raise SignatureError("invalid_signature", "Stream-Webhook-Signature does not match")
+    if not has_standard:
+        return Verified(webhook_id=None, secrets=frozenset(matched))
+    matched |= _verify_standard(headers, body, secrets, now=now, tolerance=tolerance)
+    return Verified(webhook_id=headers.get(ID_HEADER), secrets=frozenset(matched))

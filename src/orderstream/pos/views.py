@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
 from orderstream.config import Settings
 from orderstream.db import Database, utcnow
 from orderstream.errors import ApiError, ErrorBody
-from orderstream.pos import mapping, schemas, service, signing
+from orderstream.pos import credentials, mapping, schemas, service, signing
+from orderstream.pos.credentials import PartnerAuth, PartnerCache
 from orderstream.pos.ratelimit import RateLimiter, retry_after_header
 from orderstream.pos.schemas import EventType, InvalidEvent, Problem
 
 router = APIRouter(tags=["pos"])
 
-_limiter_lock = threading.Lock()
+_state_lock = threading.Lock()
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -40,14 +45,20 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _limiter(app: FastAPI) -> RateLimiter:
-    limiter: RateLimiter | None = getattr(app.state, "pos_rate_limiter", None)
-    if limiter is None:
-        with _limiter_lock:
-            limiter = getattr(app.state, "pos_rate_limiter", None)
-            if limiter is None:
-                limiter = app.state.pos_rate_limiter = RateLimiter()
-    return limiter
+@dataclass
+class _PosState:
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    partners: PartnerCache = field(default_factory=PartnerCache)
+
+
+def _state(app: FastAPI) -> _PosState:
+    state: _PosState | None = getattr(app.state, "pos", None)
+    if state is None:
+        with _state_lock:
+            state = getattr(app.state, "pos", None)
+            if state is None:
+                state = app.state.pos = _PosState()
+    return state
 
 
 def check_content_length(headers: Mapping[str, str], limit: int) -> None:
@@ -114,7 +125,30 @@ def parse_json(body: bytes) -> tuple[str, Any]:
     return text, data
 
 
-def _apply(db: Database, settings: Settings, delivery: service.Delivery) -> service.Outcome:
+class _StaleCredentials(Exception):
+    """Cached credentials let a request through that the database no longer agrees with."""
+
+
+@dataclass(frozen=True)
+class _Caller:
+    partner: PartnerAuth
+    verified: signing.Verified
+    from_cache: bool
+    now: datetime
+
+
+@contextmanager
+def _write(db: Database, caller: _Caller) -> Iterator[Connection]:
+    """The request's one write transaction; it first re-checks credentials that came from the cache."""
+    with db.write() as conn:
+        if caller.from_cache and not credentials.confirm(
+            conn, caller.partner, secrets=caller.verified.secrets, now=caller.now
+        ):
+            raise _StaleCredentials
+        yield conn
+
+
+def _apply(db: Database, settings: Settings, caller: _Caller, delivery: service.Delivery) -> service.Outcome:
     envelope = delivery.envelope
     if envelope.event is EventType.ORDER_CREATED:
         order = schemas.validate(schemas.OrderIn, envelope)
@@ -124,7 +158,7 @@ def _apply(db: Database, settings: Settings, delivery: service.Delivery) -> serv
         if problems:
             raise InvalidEvent(problems)
         content_hash = mapping.content_hash(order)
-        with db.write() as conn:
+        with _write(db, caller) as conn:
             return service.create_order(
                 conn, delivery, order, content_hash=content_hash, base_url=settings.public_base_url
             )
@@ -134,35 +168,56 @@ def _apply(db: Database, settings: Settings, delivery: service.Delivery) -> serv
             change = schemas.validate(schemas.StatusUpdateIn, envelope)
         else:
             change = schemas.validate(schemas.CancelIn, envelope)
-        with db.write() as conn:
+        with _write(db, caller) as conn:
             return service.change_order_status(conn, delivery, change)
     location = schemas.validate(schemas.LocationStatusIn, envelope)
-    with db.write() as conn:
+    with _write(db, caller) as conn:
         return service.update_location_status(conn, delivery, location)
 
 
-def handle(app: FastAPI, slug: str, headers: Mapping[str, str], body: bytes) -> service.Outcome:
-    """Everything after the body is read, in a worker thread: authenticate, limit, parse, validate, store."""
+def _verify(
+    settings: Settings, partner: PartnerAuth, headers: Mapping[str, str], body: bytes, now: datetime
+) -> signing.Verified:
+    return signing.verify(
+        headers,
+        body,
+        partner.secrets(now),
+        require_standard=partner.require_standard_webhooks,
+        now=int(now.timestamp()),
+        tolerance=settings.webhook_tolerance_seconds,
+    )
+
+
+def authenticate(app: FastAPI, slug: str, headers: Mapping[str, str], body: bytes, *, use_cache: bool) -> _Caller:
+    """The calling partner, or 401. Cached credentials are tried first; on a mismatch the database decides."""
     settings: Settings = app.state.settings
-    db: Database = app.state.db
+    cache = _state(app).partners
     now = utcnow()
+    cached = cache.get(slug) if use_cache else None
+    if cached is not None:
+        try:
+            return _Caller(cached, _verify(settings, cached, headers, body, now), True, now)
+        except signing.SignatureError:
+            pass  # perhaps a new secret or setting: ask the database
+    db: Database = app.state.db
     with db.read() as conn:
-        partner = service.load_partner(conn, slug=slug, now=now)
+        partner = credentials.load_partner(conn, slug=slug, now=now)
     if partner is None:
+        cache.evict(slug)
         raise ApiError(401, "unknown_partner", "no partner with this slug")
+    cache.put(partner)
     try:
-        verified = signing.verify(
-            headers,
-            body,
-            partner.secrets,
-            require_standard=partner.require_standard_webhooks,
-            now=int(now.timestamp()),
-            tolerance=settings.webhook_tolerance_seconds,
-        )
+        return _Caller(partner, _verify(settings, partner, headers, body, now), False, now)
     except signing.SignatureError as err:
         raise ApiError(401, err.code, err.message) from err
+
+
+def _handle(app: FastAPI, slug: str, headers: Mapping[str, str], body: bytes, *, use_cache: bool) -> service.Outcome:
+    settings: Settings = app.state.settings
+    caller = authenticate(app, slug, headers, body, use_cache=use_cache)
+    partner = caller.partner
     per_minute = partner.rate_limit_per_minute or settings.default_rate_limit_per_minute
-    wait = _limiter(app).acquire(partner.id, per_minute)
+    wait = _state(app).limiter.acquire(partner.id, per_minute)
     if wait is not None:
         raise ApiError(
             429,
@@ -174,13 +229,23 @@ def handle(app: FastAPI, slug: str, headers: Mapping[str, str], body: bytes) -> 
     try:
         envelope = schemas.unwrap(data)
         delivery = service.Delivery(
-            partner=partner, envelope=envelope, raw=text, webhook_id=verified.webhook_id, received_at=now
+            partner=partner, envelope=envelope, raw=text, webhook_id=caller.verified.webhook_id, received_at=caller.now
         )
-        return _apply(db, settings, delivery)
+        return _apply(app.state.db, settings, caller, delivery)
     except InvalidEvent as err:
         raise ApiError(
             422, "validation_error", "the event is not valid", details=[p.as_dict() for p in err.problems]
         ) from err
+
+
+def handle(app: FastAPI, slug: str, headers: Mapping[str, str], body: bytes) -> service.Outcome:
+    """Everything after the body is read, in a worker thread: authenticate, limit, parse, validate, store."""
+    try:
+        return _handle(app, slug, headers, body, use_cache=True)
+    except _StaleCredentials:
+        # rolled back, nothing stored: start again from the database's view of the partner
+        _state(app).partners.evict(slug)
+        return _handle(app, slug, headers, body, use_cache=False)
 
 
 @router.post(

@@ -1,0 +1,124 @@
+"""Who is calling: a partner's settings and signing secrets, with a short in-process cache.
+
+A cached partner only saves the lookup before the signature check. Whatever it let through is
+confirmed inside the request's own write transaction (`confirm`), so a rotated-out secret or a
+changed setting takes effect at once, and a new secret is found by asking the database again when
+the cached ones do not match.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from orderstream.tenancy.models import partner_secrets, partners
+
+
+@dataclass(frozen=True)
+class PartnerAuth:
+    """What the webhook needs to know about a partner: its settings and its unexpired secrets."""
+
+    id: int
+    slug: str
+    require_standard_webhooks: bool
+    rate_limit_per_minute: int | None
+    secret_expiry: tuple[tuple[str, datetime | None], ...]  # newest first; None = no end
+
+    def secrets(self, now: datetime) -> tuple[str, ...]:
+        """The secrets that verify at this moment."""
+        return tuple(s for s, ends in self.secret_expiry if ends is None or ends > now)
+
+
+_EXPIRES = partner_secrets.c.expires_at
+_PARTNER_WITH_SECRETS = (
+    sa.select(
+        partners.c.id,
+        partners.c.slug,
+        partners.c.require_standard_webhooks,
+        partners.c.rate_limit_per_minute,
+        partner_secrets.c.secret,
+        _EXPIRES,
+    )
+    .select_from(
+        partners.outerjoin(
+            partner_secrets,
+            sa.and_(
+                partner_secrets.c.partner_id == partners.c.id,
+                sa.or_(_EXPIRES.is_(None), _EXPIRES > sa.bindparam("now", type_=_EXPIRES.type)),
+            ),
+        )
+    )
+    .where(partners.c.slug == sa.bindparam("slug"))
+    .order_by(partner_secrets.c.id.desc())
+)
+
+_STILL_VALID = sa.select(
+    partners.c.require_standard_webhooks,
+    partners.c.rate_limit_per_minute,
+    sa.select(sa.func.count())
+    .where(partner_secrets.c.partner_id == partners.c.id)
+    .where(partner_secrets.c.secret.in_(sa.bindparam("secrets", expanding=True)))
+    .where(sa.or_(_EXPIRES.is_(None), _EXPIRES > sa.bindparam("now", type_=_EXPIRES.type)))
+    .scalar_subquery(),
+).where(partners.c.id == sa.bindparam("partner_id"))
+
+
+def load_partner(conn: Connection, *, slug: str, now: datetime) -> PartnerAuth | None:
+    """The partner with its unexpired secrets, in one query; None for an unknown slug."""
+    rows = conn.execute(_PARTNER_WITH_SECRETS, {"slug": slug, "now": now}).all()
+    if not rows:
+        return None
+    first = rows[0]
+    return PartnerAuth(
+        id=int(first.id),
+        slug=str(first.slug),
+        require_standard_webhooks=bool(first.require_standard_webhooks),
+        rate_limit_per_minute=first.rate_limit_per_minute,
+        secret_expiry=tuple((r.secret, r.expires_at) for r in rows if r.secret is not None),
+    )
+
+
+def confirm(conn: Connection, partner: PartnerAuth, *, secrets: Iterable[str], now: datetime) -> bool:
+    """True when the secrets that verified are all still active and the partner's settings are unchanged."""
+    used = sorted(set(secrets))
+    row = conn.execute(_STILL_VALID, {"partner_id": partner.id, "secrets": used, "now": now}).first()
+    return (
+        row is not None
+        and row[2] == len(used)
+        and bool(row.require_standard_webhooks) == partner.require_standard_webhooks
+        and row.rate_limit_per_minute == partner.rate_limit_per_minute
+    )
+
+
+class PartnerCache:
+    """Partners by slug for `ttl` seconds (unknown slugs are never cached)."""
+
+    def __init__(self, ttl: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, PartnerAuth]] = {}
+
+    def get(self, slug: str) -> PartnerAuth | None:
+        """The cached partner, unless it is missing or too old."""
+        with self._lock:
+            entry = self._entries.get(slug)
+        if entry is None or self._clock() - entry[0] > self._ttl:
+            return None
+        return entry[1]
+
+    def put(self, partner: PartnerAuth) -> None:
+        """Remember a partner just read from the database."""
+        with self._lock:
+            self._entries[partner.slug] = (self._clock(), partner)
+
+    def evict(self, slug: str) -> None:
+        """Forget a partner (its cached credentials proved stale)."""
+        with self._lock:
+            self._entries.pop(slug, None)
