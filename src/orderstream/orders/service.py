@@ -13,6 +13,9 @@ from orderstream.orders.events import OrderStatusChanged
 from orderstream.orders.handlers import publish
 from orderstream.orders.models import order_history, orders
 
+# values go in as parameters: the statement is compiled once, not rebuilt per entry
+_INSERT_HISTORY = sa.insert(order_history)
+
 
 def record_history(
     conn: Connection,
@@ -28,17 +31,18 @@ def record_history(
 ) -> None:
     """Append an entry to the order's history."""
     conn.execute(
-        sa.insert(order_history).values(
-            order_id=order_id,
-            at=utcnow(),
-            kind=kind,
-            from_status=from_status,
-            to_status=to_status,
-            actor=actor,
-            reason=reason,
-            details=details,
-            inbound_event_id=inbound_event_id,
-        )
+        _INSERT_HISTORY,
+        {
+            "order_id": order_id,
+            "at": utcnow(),
+            "kind": kind,
+            "from_status": from_status,
+            "to_status": to_status,
+            "actor": actor,
+            "reason": reason,
+            "details": details,
+            "inbound_event_id": inbound_event_id,
+        },
     )
 
 
