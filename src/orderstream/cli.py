@@ -8,8 +8,11 @@ from typing import Any
 import typer
 
 from orderstream.config import Settings, load_settings
+from orderstream.dashboard.cli import users_app
 from orderstream.db import Database
+from orderstream.deliveries.cli import dispatch_app
 from orderstream.jobs.cli import jobs_app
+from orderstream.notifications.cli import notifications_app, simulate_twilio
 from orderstream.tenancy import service as tenancy
 from orderstream.webhooks_out.cli import webhooks_app
 
@@ -22,6 +25,10 @@ simulate_app = typer.Typer(help="Local simulators of the delivery providers.", n
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(dispatch_app, name="dispatch")
+app.add_typer(notifications_app, name="notifications")
+simulate_app.command("twilio")(simulate_twilio)
+app.add_typer(users_app, name="users")
 
 
 def _settings() -> Settings:
@@ -77,6 +84,10 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000))
     from orderstream.migrate import upgrade
 
     settings = _settings()
+    if "public_base_url" not in settings.model_fields_set:
+        # links in messages and provider webhooks must reach this very process unless told otherwise
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        settings = settings.model_copy(update={"public_base_url": f"http://{local}:{port}"})
     _configure_logging(settings)
     if settings.is_sqlite:
         upgrade(settings.database_url)
