@@ -19,6 +19,13 @@ REQUEST_ID_KEY = "_request_id"
 NOTIFY_CHANNEL = "orderstream_jobs"
 ENQUEUED_FLAG = "orderstream_jobs_enqueued"
 _ACTIVE_WHERE = sa.text("key IS NOT NULL AND status IN ('pending', 'running')")
+_INSERT = sa.insert(jobs).returning(jobs.c.id)
+_INSERT_KEYED = {
+    name: dialect.insert(jobs)
+    .on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
+    .returning(jobs.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 _NOTIFY = sa.text("SELECT pg_notify(:channel, :kind)")
 
 
@@ -52,16 +59,9 @@ def enqueue(
         "updated_at": now,
     }
     dialect = conn.dialect.name
-    if key is not None and dialect == "postgresql":
-        stmt: Any = postgresql.insert(jobs).on_conflict_do_nothing(
-            index_elements=["kind", "key"], index_where=_ACTIVE_WHERE
-        )
-    elif key is not None and dialect == "sqlite":
-        stmt = sqlite.insert(jobs).on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
-    else:
-        stmt = sa.insert(jobs)
-    # values apart from the statement: SQLAlchemy reuses the compiled statement instead of rebuilding it
-    row = conn.execute(stmt.returning(jobs.c.id), values).first()
+    # prebuilt statements, values apart: SQLAlchemy reuses the compiled statement instead of rebuilding it
+    stmt = _INSERT_KEYED[dialect] if key is not None and dialect in _INSERT_KEYED else _INSERT
+    row = conn.execute(stmt, values).first()
     if row is None:
         return None
     if dialect == "postgresql":
