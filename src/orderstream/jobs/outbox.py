@@ -26,7 +26,22 @@ _INSERT_KEYED = {
     .returning(jobs.c.id)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }
-_NOTIFY = sa.text("SELECT pg_notify(:channel, :kind)")
+
+_COLUMNS = ("kind", "key", "payload", "status", "run_at", "attempts", "max_attempts", "created_at", "updated_at")
+
+
+def _pg_insert_notify(*, keyed: bool) -> Any:
+    # inside a CTE the values are not matched to columns by name: explicit parameters (`job_<column>`)
+    insert = postgresql.insert(jobs).values({c: sa.bindparam(f"job_{c}", type_=jobs.c[c].type) for c in _COLUMNS})
+    if keyed:
+        insert = insert.on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
+    inserted = insert.returning(jobs.c.id).cte("inserted_job")
+    notify = sa.func.pg_notify(sa.bindparam("notify_channel"), sa.bindparam("notify_kind"))
+    return sa.select(inserted.c.id, notify).select_from(inserted)
+
+
+_PG_INSERT_NOTIFY = _pg_insert_notify(keyed=False)
+_PG_INSERT_NOTIFY_KEYED = _pg_insert_notify(keyed=True)
 
 
 def enqueue(
@@ -60,12 +75,17 @@ def enqueue(
     }
     dialect = conn.dialect.name
     # prebuilt statements, values apart: SQLAlchemy reuses the compiled statement instead of rebuilding it
-    stmt = _INSERT_KEYED[dialect] if key is not None and dialect in _INSERT_KEYED else _INSERT
-    row = conn.execute(stmt, values).first()
+    if dialect == "postgresql":
+        # one round-trip: the insert and, when it inserted, the NOTIFY that wakes the workers
+        stmt = _PG_INSERT_NOTIFY_KEYED if key is not None else _PG_INSERT_NOTIFY
+        params = {f"job_{c}": v for c, v in values.items()}
+        row = conn.execute(stmt, {**params, "notify_channel": NOTIFY_CHANNEL, "notify_kind": kind}).first()
+    else:
+        row = conn.execute(
+            _INSERT_KEYED[dialect] if key is not None and dialect in _INSERT_KEYED else _INSERT, values
+        ).first()
     if row is None:
         return None
-    if dialect == "postgresql":
-        conn.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "kind": kind})
     # the kinds enqueued in this transaction: an in-process worker wakes only for kinds it runs
     conn.info.setdefault(ENQUEUED_FLAG, set()).add(kind)
     return int(row[0])
