@@ -292,7 +292,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="closed-loop seconds per app and round")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rate", type=float, default=100.0, help="paced mode: events per second")
+    parser.add_argument("--rate", type=float, default=50.0, help="paced mode: events per second")
     parser.add_argument("--paced-duration", type=float, default=8.0)
     parser.add_argument("--apps", default="orderstream,floor", help="which apps to measure (default both)")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for orderstream serve (repeatable)")
