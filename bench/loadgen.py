@@ -214,7 +214,8 @@ async def run_load(
     rate: float | None = None,
 ) -> tuple[Result, list[str]]:
     """Warm up, then measure for duration seconds; returns the result and every POS id answered 200."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them under our feet
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=4.0)
     rec = _Recorder()
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0, pool=None)) as client:
         if warmup > 0:

@@ -224,7 +224,9 @@ def bench_database(kind: str, opts: argparse.Namespace, workdir: Path) -> dict[s
              "--country", "US", "--phone", "+14155550100", "--timezone", "America/Los_Angeles", "--json"],
             db_url,
         )  # fmt: skip
-        extra = dict(kv.split("=", 1) for kv in opts.env)
+        # intake only: the jobs an order causes are committed with it (that cost is measured) and are run by
+        # workers elsewhere; the embedded worker would dispatch to the sandbox simulators in the same process
+        extra = {"ORDERSTREAM_EMBEDDED_WORKER": "false", **dict(kv.split("=", 1) for kv in opts.env)}
         floor_cmd = [sys.executable, str(HERE / "floor_app.py"), "--database-url", db_url]
         commands = {
             "orderstream": ([*orderstream_cmd(), "serve", "--host", "127.0.0.1"], child_env(db_url, extra), "orders"),
@@ -290,7 +292,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="closed-loop seconds per app and round")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rate", type=float, default=100.0, help="paced mode: events per second")
+    parser.add_argument("--rate", type=float, default=50.0, help="paced mode: events per second")
     parser.add_argument("--paced-duration", type=float, default=8.0)
     parser.add_argument("--apps", default="orderstream,floor", help="which apps to measure (default both)")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for orderstream serve (repeatable)")

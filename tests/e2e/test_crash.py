@@ -37,7 +37,6 @@ from tests.e2e.conftest import Launcher
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-pytest.importorskip("orderstream.pos.views", reason="the POS webhook route is not on this branch yet")
 
 TOTAL = 2000
 CONNECTIONS = 8

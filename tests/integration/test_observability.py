@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,11 +19,14 @@ from orderstream import logs
 from orderstream.app import create_app
 from orderstream.config import Settings
 from orderstream.db import Database, utcnow
+from orderstream.jobs.models import jobs
 from orderstream.jobs.outbox import REQUEST_ID_KEY, enqueue
 from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, PermanentError
 from orderstream.metrics import start_metrics_server
 from tests.e2e.harness import free_port
+from tests.factories import make_partner
 from tests.jobs_helpers import job_row, running_worker, unique_kind, wait_for, worker_settings
+from tests.pos_helpers import legacy_order, post_event
 
 
 @pytest.fixture
@@ -175,3 +179,34 @@ def test_worker_metrics_server_serves_the_same_exposition(db: Database) -> None:
         thread.join(5)
     assert _samples(text)[("orderstream_job_queue_depth", frozenset({("kind", kind), ("state", "due")}))] == 1
     assert "orderstream_http_requests_total" in text
+
+
+def test_pos_intake_outcomes_are_counted_and_jobs_carry_the_request_id(
+    client: TestClient, db: Database, captured: io.StringIO
+) -> None:
+    partner = make_partner(db)
+
+    def orders_total(outcome: str, reason: str = "") -> float:
+        return REGISTRY.get_sample_value("orderstream_orders_total", {"outcome": outcome, "reason": reason}) or 0.0
+
+    before = (orders_total("accepted"), orders_total("duplicate"), orders_total("rejected", "invalid_signature"))
+    event = legacy_order()
+    first = post_event(client, partner.slug, partner.secret, event, headers={"X-Request-ID": "pos-req-1"})
+    assert first.status_code == 200, first.text
+    assert post_event(client, partner.slug, partner.secret, event).json()["duplicate"] is True
+    assert post_event(client, partner.slug, "whsec_wrong", legacy_order()).status_code == 401
+    status = {"event": "order.status.updated", "data": {"order": {"provider_id": "nope", "status": "preparing"}}}
+    assert post_event(client, partner.slug, partner.secret, status).status_code == 404
+    after = (orders_total("accepted"), orders_total("duplicate"), orders_total("rejected", "invalid_signature"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
+    order_id = first.json()["order"]["id"]
+    with db.read() as conn:
+        payloads = conn.execute(sa.select(jobs.c.payload).where(jobs.c.payload.is_not(None))).scalars().all()
+    mine = [p for p in payloads if p.get("order_id") == order_id]
+    assert mine, "the order enqueued jobs"
+    assert {p[REQUEST_ID_KEY] for p in mine} == {"pos-req-1"}
+    # no contact data of the docs' example in any line logged while handling these requests
+    text = captured.getvalue()
+    assert "john.doe@example.com" not in text
+    assert "+1234567890" not in text
+    assert "123 Main St" not in text

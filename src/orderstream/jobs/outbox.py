@@ -20,6 +20,29 @@ REQUEST_ID_KEY = "_request_id"
 NOTIFY_CHANNEL = "orderstream_jobs"
 ENQUEUED_FLAG = "orderstream_jobs_enqueued"
 _ACTIVE_WHERE = sa.text("key IS NOT NULL AND status IN ('pending', 'running')")
+_INSERT = sa.insert(jobs).returning(jobs.c.id)
+_INSERT_KEYED = {
+    name: dialect.insert(jobs)
+    .on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
+    .returning(jobs.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+_COLUMNS = ("kind", "key", "payload", "status", "run_at", "attempts", "max_attempts", "created_at", "updated_at")
+
+
+def _pg_insert_notify(*, keyed: bool) -> Any:
+    # inside a CTE the values are not matched to columns by name: explicit parameters (`job_<column>`)
+    insert = postgresql.insert(jobs).values({c: sa.bindparam(f"job_{c}", type_=jobs.c[c].type) for c in _COLUMNS})
+    if keyed:
+        insert = insert.on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
+    inserted = insert.returning(jobs.c.id).cte("inserted_job")
+    notify = sa.func.pg_notify(sa.bindparam("notify_channel"), sa.bindparam("notify_kind"))
+    return sa.select(inserted.c.id, notify).select_from(inserted)
+
+
+_PG_INSERT_NOTIFY = _pg_insert_notify(keyed=False)
+_PG_INSERT_NOTIFY_KEYED = _pg_insert_notify(keyed=True)
 
 
 @functools.cache
@@ -66,10 +89,18 @@ def enqueue(
     dialect = conn.dialect.name
     # values apart from the statement: SQLAlchemy reuses the compiled statement instead of rebuilding it
     row = conn.execute(_insert_statement(dialect, keyed=key is not None), values).first()
+    # prebuilt statements, values apart: SQLAlchemy reuses the compiled statement instead of rebuilding it
+    if dialect == "postgresql":
+        # one round-trip: the insert and, when it inserted, the NOTIFY that wakes the workers
+        stmt = _PG_INSERT_NOTIFY_KEYED if key is not None else _PG_INSERT_NOTIFY
+        params = {f"job_{c}": v for c, v in values.items()}
+        row = conn.execute(stmt, {**params, "notify_channel": NOTIFY_CHANNEL, "notify_kind": kind}).first()
+    else:
+        row = conn.execute(
+            _INSERT_KEYED[dialect] if key is not None and dialect in _INSERT_KEYED else _INSERT, values
+        ).first()
     if row is None:
         return None
-    if dialect == "postgresql":
-        conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, kind)))
     # the kinds enqueued in this transaction: an in-process worker wakes only for kinds it runs
     conn.info.setdefault(ENQUEUED_FLAG, set()).add(kind)
     return int(row[0])

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from orderstream.db import utcnow
@@ -20,13 +21,26 @@ DELIVERY_STEPS = ("Order received", "Preparing", "On the way", "Delivered")
 PICKUP_STEPS = ("Order received", "Preparing", "Ready for pickup", "Picked up")
 
 
+def _start_statement(insert: Any) -> Any:
+    # one round-trip, compiled once: copy the order's token unless the order has its row already
+    at = sa.bindparam("at", type_=tracking_tokens.c.created_at.type)
+    source = sa.select(orders.c.tracking_token, orders.c.id, at, sa.literal(1), at).where(
+        orders.c.id == sa.bindparam("order_id")
+    )
+    columns = ["token", "order_id", "created_at", "version", "updated_at"]
+    return insert(tracking_tokens).from_select(columns, source).on_conflict_do_nothing()
+
+
+_START = {"postgresql": _start_statement(postgresql.insert), "sqlite": _start_statement(sqlite.insert)}
+
+
 def start(conn: Connection, *, order_id: str, at: datetime) -> None:
     """Register the order's tracking token (the same one the order API's tracking_url shows)."""
-    token = conn.execute(sa.select(orders.c.tracking_token).where(orders.c.id == order_id)).scalar_one()
-    if conn.execute(sa.select(tracking_tokens.c.token).where(tracking_tokens.c.order_id == order_id)).first() is None:
-        conn.execute(
-            sa.insert(tracking_tokens).values(token=token, order_id=order_id, created_at=at, version=1, updated_at=at)
-        )
+    if conn.execute(_START[conn.dialect.name], {"order_id": order_id, "at": at}).rowcount:
+        return
+    # nothing inserted: the row exists already, or there is no such order (an error, as before)
+    if conn.execute(sa.select(orders.c.id).where(orders.c.id == order_id)).first() is None:
+        raise sa.exc.NoResultFound(f"no order {order_id!r}")
 
 
 def touch(conn: Connection, *, order_id: str, at: datetime, status: str | None = None, delivery: Any = None) -> None:
