@@ -6,6 +6,8 @@ import pytest
 
 from orderstream.db import Database
 from orderstream.deliveries.policy import Strategy
+from orderstream.orders.domain import Actor, OrderStatus
+from orderstream.orders.service import change_status, get_order_for_update
 from tests.deliveries_helpers import dispatch_stack
 from tests.factories import make_partner
 from tests.own_drivers_helpers import add_driver
@@ -65,3 +67,24 @@ def test_a_driver_who_gives_up_before_pickup_is_replaced_by_the_next_provider(
         attempts = stack.wait_attempts(order_id, lambda a: len(a) == 2 and a[-1]["provider_delivery_id"] is not None)
         assert [(a["provider"], a["delivery_status"]) for a in attempts][0] == ("own_drivers", "failed_to_pickup")
         assert attempts[1]["provider"] == "doordash"
+
+
+def test_a_canceled_order_takes_the_delivery_off_the_drivers_list(
+    db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with dispatch_stack(db_url, monkeypatch) as stack:
+        partner = make_partner(stack.db)
+        stack.set_policy(partner, allowed_providers=("own_drivers",))
+        _, token = add_driver(stack.db, partner, "Sam")
+        order_id = stack.create_order(partner)
+        stack.wait_attempts(order_id, lambda a: a[-1]["delivery_status"] == "enroute_to_pickup")
+        with stack.db.write() as conn:
+            order = get_order_for_update(conn, order_id=order_id)
+            assert order is not None
+            change_status(conn, order=order, target=OrderStatus.CANCELED, actor=Actor.POS, reason="customer")
+        attempts = stack.wait_attempts(
+            order_id, lambda a: a[-1]["cancel_requested_at"] is not None and a[-1]["ended_at"]
+        )
+        assert attempts[-1]["delivery_status"] == "merchant_canceled"
+        with stack.client() as client:
+            assert client.get("/v1/drivers/me", headers={"Authorization": f"Bearer {token}"}).json()["deliveries"] == []
