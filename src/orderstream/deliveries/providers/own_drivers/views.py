@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection, RowMapping
 
@@ -172,9 +172,13 @@ admin_router = fleet_router("/admin/partners/{partner}/locations/{location_id}",
 driver_router = APIRouter(prefix="/v1/drivers", tags=["drivers"], responses=ERROR_RESPONSES)
 
 
-async def require_driver(request: Request) -> RowMapping:
-    """FastAPI dependency: the active driver holding the bearer token, or 401."""
-    credentials: HTTPAuthorizationCredentials | None = await _driver_bearer(request)
+def require_driver(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Security(_driver_bearer)
+) -> RowMapping:
+    """FastAPI dependency: the active driver holding the bearer token, or 401.
+
+    A plain function, so FastAPI runs its database read in the thread pool, off the event loop.
+    """
     token = credentials.credentials if credentials else ""
     db: Database = request.app.state.db
     driver = None
