@@ -15,6 +15,7 @@ from orderstream.config import Settings, load_settings
 from orderstream.dashboard import views as dashboard_views
 from orderstream.db import Database
 from orderstream.deliveries import views as deliveries_views
+from orderstream.deliveries.providers.own_drivers import views as own_drivers_views
 from orderstream.errors import install_error_handlers
 from orderstream.jobs.registry import JobRegistry
 from orderstream.jobs.worker import Worker
@@ -67,6 +68,9 @@ def create_app(
     app.include_router(notifications_views.router)
     app.include_router(notifications_tracking.router)
     app.include_router(dashboard_views.router)
+    app.include_router(own_drivers_views.router)
+    app.include_router(own_drivers_views.admin_router)
+    app.include_router(own_drivers_views.driver_router)
     app.state.metrics = metrics.CombinedRegistry(database)
     app.include_router(metrics.router)
     app.add_middleware(metrics.HttpMetricsMiddleware)

@@ -11,6 +11,7 @@ from orderstream.config import Settings, load_settings
 from orderstream.dashboard.cli import users_app
 from orderstream.db import Database
 from orderstream.deliveries.cli import dispatch_app
+from orderstream.deliveries.providers.own_drivers.cli import drivers_app
 from orderstream.jobs.cli import jobs_app
 from orderstream.notifications.cli import notifications_app, simulate_twilio
 from orderstream.tenancy import service as tenancy
@@ -29,6 +30,7 @@ app.add_typer(dispatch_app, name="dispatch")
 app.add_typer(notifications_app, name="notifications")
 simulate_app.command("twilio")(simulate_twilio)
 app.add_typer(users_app, name="users")
+app.add_typer(drivers_app, name="drivers")
 
 
 def _settings() -> Settings:

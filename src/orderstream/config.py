@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     worker_idle_poll_seconds: float = 1.0
     worker_shutdown_timeout_seconds: float = 30.0
 
+    # --- own-drivers: worker wake-up across processes on SQLite (see jobs/worker.py) ---
+    # `orderstream worker` on SQLite checks every this many seconds whether another process committed
+    # (PRAGMA data_version) and then looks for due jobs; 0 turns it off (the idle poll alone remains)
+    worker_sqlite_watch_seconds: float = 0.02
+
     # outbound HTTP (one shared client)
     http_timeout_seconds: float = 15.0
     http_connect_timeout_seconds: float = 5.0

@@ -29,9 +29,16 @@ def _uber(settings: Settings) -> DeliveryProvider:
     return UberDirectProvider(sandbox.uber_settings(settings))
 
 
+def _own_drivers(settings: Settings) -> DeliveryProvider:
+    from orderstream.deliveries.providers.own_drivers.provider import OwnDriversProvider
+
+    return OwnDriversProvider.from_settings(settings)
+
+
 FACTORIES: dict[str, ProviderFactory] = {
     "doordash": _doordash,
     "uber": _uber,
+    "own_drivers": _own_drivers,
 }
 
 SERVICE_KEY = "providers"

@@ -5,9 +5,12 @@ Waking up without busy polling:
   (the embedded worker of `serve` starts the job right after the request's commit);
 - PostgreSQL: a dedicated connection LISTENs on the outbox channel, so jobs enqueued by any
   process wake every worker at once;
+- SQLite, `orderstream worker`: a watcher reads `PRAGMA data_version` every
+  `worker_sqlite_watch_seconds` and wakes the claim loop when another connection committed, so a
+  job enqueued by another process (the `serve` next to it) starts within that interval;
 - otherwise the worker sleeps until the earliest future run_at or lease end, capped by
-  `worker_idle_poll_seconds`. That cap is the only signal between processes on SQLite: a job
-  enqueued by another process (e.g. `orderstream` CLI next to `serve`) waits up to that long.
+  `worker_idle_poll_seconds`. That cap is the only signal to the embedded worker of `serve` on
+  SQLite about jobs enqueued by another process (e.g. the `orderstream` CLI).
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ class Worker:
         *,
         concurrency: int | None = None,
         worker_id: str | None = None,
+        watch_other_processes: bool = False,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -95,6 +99,8 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self._handlers: list[threading.Thread] = []
         self._started = False
+        # SQLite only: poll data_version to hear about commits of other processes (no LISTEN there)
+        self._watch = watch_other_processes and db.is_sqlite and settings.worker_sqlite_watch_seconds > 0
         db.on_commit(self._on_commit)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -116,6 +122,8 @@ class Worker:
         self._threads.append(threading.Thread(target=self._heartbeat_loop, name="job-heartbeat", daemon=True))
         if self.db.engine.dialect.name == "postgresql":
             self._threads.append(threading.Thread(target=self._listen_loop, name="job-listener", daemon=True))
+        if self._watch:
+            self._threads.append(threading.Thread(target=self._watch_loop, name="job-watcher", daemon=True))
         for thread in [*self._handlers, *self._threads]:
             thread.start()
         log.info(
@@ -377,6 +385,36 @@ class Worker:
                 self._wake.set()
                 pause = min(30.0, pause * 2)
 
+    # -- SQLite data_version watcher ---------------------------------------------------------------
+
+    def _watch_loop(self) -> None:
+        """Wake the claim loop whenever another connection (any process) committed to the SQLite file.
+
+        `PRAGMA data_version` changes on this connection when someone else commits; reading it costs
+        microseconds (no disk I/O). A wake with nothing due costs one empty claim, and wakes within one
+        interval collapse into one, so the extra claims are bounded by 1 / interval per second.
+        """
+        interval = self.settings.worker_sqlite_watch_seconds
+        pause = 0.5
+        while not self._stopping.is_set():
+            try:
+                raw = self.db.engine.raw_connection()  # data_version is per connection: keep this one
+                try:
+                    cursor = raw.cursor()
+                    last = cursor.execute("PRAGMA data_version").fetchone()[0]
+                    self._wake.set()  # anything committed while we were not watching
+                    while not self._stopping.wait(interval):
+                        version = cursor.execute("PRAGMA data_version").fetchone()[0]
+                        if version != last:
+                            last = version
+                            self._wake.set()
+                finally:
+                    raw.close()
+            except Exception:  # noqa: BLE001 - the idle poll covers us while we reopen
+                log.warning("job watcher failed; reopening", exc_info=True, extra={"retry_in": pause})
+                self._stopping.wait(pause)
+                pause = min(30.0, pause * 2)
+
 
 def run_worker(
     *,
@@ -390,7 +428,7 @@ def run_worker(
 
     A second signal stops waiting for running jobs.
     """
-    worker = Worker(db, settings, registry, services, concurrency=concurrency)
+    worker = Worker(db, settings, registry, services, concurrency=concurrency, watch_other_processes=True)
     requested = threading.Event()
     signals: list[int] = []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,8 @@ from orderstream.deliveries.providers.own_drivers.statuses import (
     DriverStatus,
 )
 from orderstream.ids import new_id
+
+log = logging.getLogger(__name__)
 
 NONCANCELABLE = "noncancelable_delivery"
 
@@ -138,6 +141,10 @@ class OwnDriversProvider:
         )
         row = store.get_delivery(conn, delivery_id=delivery_id)
         assert row is not None
+        log.info(
+            "own-driver delivery booked",
+            extra={"order_id": request.order_id, "delivery_id": delivery_id, "driver_id": driver_id},
+        )
         return self._snapshot(conn, row)
 
     # -- after booking -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from datetime import datetime
@@ -25,6 +26,8 @@ from orderstream.deliveries.providers.own_drivers.statuses import (
 )
 from orderstream.ids import new_id
 from orderstream.tenancy import service as tenancy
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "osd_"
 
@@ -272,6 +275,7 @@ def assign(conn: Connection, *, loc: RowMapping, delivery_id: str, driver_id: st
     store.update_delivery(
         conn, delivery_id=delivery_id, driver_id=driver_id, status=DriverStatus.ASSIGNED.value, assigned_at=utcnow()
     )
+    log.info("own-driver delivery assigned", extra={"delivery_id": delivery_id, "driver_id": driver_id})
     return _changed(conn, delivery_id=delivery_id, apply=apply)
 
 
@@ -326,4 +330,8 @@ def report_status(
     if reported is DriverStatus.CANCELED:
         values.update(canceled_by=CANCELED_BY_DRIVER, cancel_reason=reason or "driver_canceled", ended_at=now)
     store.update_delivery(conn, delivery_id=delivery_id, **values)
+    log.info(
+        "own-driver status",
+        extra={"delivery_id": delivery_id, "driver_id": driver["id"], "from": current.value, "to": reported.value},
+    )
     return _changed(conn, delivery_id=delivery_id, apply=apply)
