@@ -359,3 +359,91 @@ def test_location_notification_settings_are_saved_through_notifications(
     assert "reminder" in saved["disabled_kinds"]
     assert "confirmed" not in saved["disabled_kinds"]
     assert saved["overrides"]["confirmed"]["sms"]["text"] == "Thanks! Order {{ order_number }} is in."
+
+
+needs_own_drivers = pytest.mark.skipif(
+    not (
+        _installed("orderstream.deliveries.providers.own_drivers.service")
+        and _installed("orderstream.deliveries.service")
+    ),
+    reason="own drivers (orderstream.deliveries.providers.own_drivers.service) is not on this branch yet",
+)
+
+
+@needs_own_drivers
+def test_an_own_driver_is_assigned_through_the_fleet_and_dispatch(
+    client: TestClient, db: Database, partner: PartnerFixture
+) -> None:
+    from orderstream.deliveries.models import delivery_attempts
+    from orderstream.deliveries.providers.own_drivers import service as own
+    from orderstream.deliveries.providers.own_drivers.models import driver_deliveries
+
+    from orderstream.tenancy.models import locations
+
+    order_id = seed_order(db, partner)
+    now = utcnow()
+    with db.write() as conn:
+        loc = conn.execute(sa.select(locations).where(locations.c.id == location_pk(db, partner))).mappings().one()
+        driver, _token = own.add_driver(conn, loc=loc, name="Sam Driver", phone="+14155550188", on_shift=True)
+        conn.execute(
+            sa.insert(driver_deliveries).values(
+                id=f"drd_{order_id[-12:]}",
+                external_id=f"{order_id}-1",
+                order_id=order_id,
+                location_id=loc["id"],
+                status="unassigned",
+                fee=500,
+                currency="usd",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    attempt_id = seed_attempt(
+        db,
+        order_id,
+        provider="own_drivers",
+        provider_delivery_id=f"drd_{order_id[-12:]}",
+        delivery_status="pending_driver_confirmation",
+        fee=500,
+    )
+    sign_in(client, make_user(db, role="merchant", partners=(partner,)))
+    page = client.get(f"/dashboard/orders/{order_id}").text
+    assert 'id="driver-form"' in page
+    assert "Sam Driver" in page
+
+    resp = client.post(
+        f"/dashboard/orders/{order_id}/assign-driver",
+        data={"csrf_token": csrf_of(page), "driver_id": driver["id"], "confirmed": "yes"},
+        follow_redirects=True,
+    )
+
+    assert "The driver is assigned." in resp.text
+    with db.read() as conn:
+        delivery = (
+            conn.execute(sa.select(driver_deliveries).where(driver_deliveries.c.order_id == order_id)).mappings().one()
+        )
+        attempt = (
+            conn.execute(sa.select(delivery_attempts).where(delivery_attempts.c.id == attempt_id)).mappings().one()
+        )
+    assert (delivery["driver_id"], delivery["status"]) == (driver["id"], "assigned")
+    assert attempt["delivery_status"] == "enroute_to_pickup"
+    assert (attempt["courier"] or {}).get("name") == "Sam Driver"
+
+
+@needs_own_drivers
+def test_assigning_a_driver_needs_an_own_driver_delivery(
+    client: TestClient, db: Database, partner: PartnerFixture
+) -> None:
+    order_id = seed_order(db, partner)
+    seed_attempt(db, order_id, provider="doordash")
+    sign_in(client, make_user(db))
+    page = client.get(f"/dashboard/orders/{order_id}").text
+    assert 'id="driver-form"' not in page
+
+    resp = client.post(
+        f"/dashboard/orders/{order_id}/assign-driver",
+        data={"csrf_token": csrf_of(page), "driver_id": "drv_x", "confirmed": "yes"},
+    )
+
+    assert resp.status_code == 409
+    assert "choose that provider first" in resp.text

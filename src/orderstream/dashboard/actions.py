@@ -126,6 +126,15 @@ def redispatch(conn: Connection, *, user: User, order_id: str, provider: str | N
     )
 
 
+def assign_driver(conn: Connection, *, user: User, order: Any, driver_id: str, settings: Settings) -> None:
+    """Give the order's own-driver delivery to one of the location's drivers."""
+    try:
+        bridges.assign_driver(conn, order=order, driver_id=driver_id, settings=settings)
+    except bridges.BridgeRefused as exc:
+        raise ActionRefused(exc.code, str(exc)) from exc
+    audit.record(conn, user=user, action="assign_driver", order_id=order["id"], details={"driver_id": driver_id})
+
+
 def resend_notification(
     conn: Connection, *, user: User, order_id: str, notification_id: str, settings: Settings
 ) -> None:

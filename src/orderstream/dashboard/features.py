@@ -20,6 +20,9 @@ class Feature:
 
 DISPATCH = Feature("dispatch", "orderstream.deliveries.service", ("delivery_attempts",))
 NOTIFICATIONS = Feature("notifications", "orderstream.notifications.service", ("notifications",))
+OWN_DRIVERS = Feature(
+    "own drivers", "orderstream.deliveries.providers.own_drivers.service", ("driver_deliveries", "delivery_attempts")
+)
 WEBHOOKS_OUT = Feature("outbound webhooks", "orderstream.webhooks_out", ("webhook_deliveries",))
 POS_INTAKE = Feature("POS webhook intake", "orderstream.pos.views", ("inbound_events",))
 

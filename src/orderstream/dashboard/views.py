@@ -310,6 +310,7 @@ ACTION_NOTICES = {
     "redispatch": "Looking for a courier again.",
     "choose_provider": "Booking with the chosen provider.",
     "resend_notification": "The notification is queued again.",
+    "assign_driver": "The driver is assigned.",
     "cancel": "The order was canceled.",
     "mark_ready": "The order is marked ready.",
     "replay_webhook": "The webhook will be sent again.",
@@ -417,6 +418,30 @@ def redispatch(
         order_id,
         "choose_provider" if provider else "redispatch",
         lambda conn: actions.redispatch(conn, user=ctx.user, order_id=order_id, provider=provider or None),
+    )
+
+
+@router.post("/orders/{order_id}/assign-driver")
+def assign_driver(
+    request: Request,
+    ctx: Ctx,
+    order_id: str,
+    csrf_token: Csrf = "",
+    driver_id: Annotated[str, Form(max_length=40)] = "",
+    confirmed: Annotated[str, Form()] = "",
+) -> Response:
+    """Give the order's own-driver delivery to a driver of its location (after a confirmation)."""
+    ctx.check_csrf(csrf_token)
+    order = _order_or_404(request, ctx.user, order_id)
+    if confirmed != "yes":
+        return _confirm_page(request, ctx, order, "assign-driver", "Assign this driver?", {"driver_id": driver_id})
+    settings = settings_of(request)
+    return _run_action(
+        request,
+        ctx,
+        order_id,
+        "assign_driver",
+        lambda conn: actions.assign_driver(conn, user=ctx.user, order=order, driver_id=driver_id, settings=settings),
     )
 
 
