@@ -6,17 +6,22 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from orderstream import __version__, bootstrap
+from orderstream import __version__, bootstrap, logs, metrics
 from orderstream.config import Settings, load_settings
 from orderstream.dashboard import views as dashboard_views
 from orderstream.db import Database
+from orderstream.deliveries import views as deliveries_views
 from orderstream.errors import install_error_handlers
 from orderstream.jobs.registry import JobRegistry
 from orderstream.jobs.worker import Worker
+from orderstream.notifications import tracking_views as notifications_tracking
+from orderstream.notifications import views as notifications_views
 from orderstream.orders import views as orders_views
+from orderstream.pos import views as pos_views
 from orderstream.webhooks_out import views as webhooks_out_views
 
 
@@ -29,6 +34,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.request_threads
         services = bootstrap.build_services(settings)
         app.state.services = services
         worker = None
@@ -53,9 +59,18 @@ def create_app(
     app.state.db = database
     install_error_handlers(app)
     app.include_router(orders_views.router)
+    app.include_router(pos_views.router)
     app.include_router(webhooks_out_views.router)
     app.include_router(webhooks_out_views.admin_router)
+    app.include_router(deliveries_views.router)
+    app.include_router(deliveries_views.admin_router)
+    app.include_router(notifications_views.router)
+    app.include_router(notifications_tracking.router)
     app.include_router(dashboard_views.router)
+    app.state.metrics = metrics.CombinedRegistry(database)
+    app.include_router(metrics.router)
+    app.add_middleware(metrics.HttpMetricsMiddleware)
+    app.add_middleware(logs.RequestLogMiddleware, access_log=settings.log_access)  # outermost: ids first
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 # Every feature with background work adds ONE line here: the module holding its
 # `register_jobs(registry: JobRegistry) -> None` (by convention `orderstream.<feature>.jobs`).
 JOB_MODULES: tuple[str, ...] = (
-    # "orderstream.deliveries.jobs",
-    # "orderstream.notifications.jobs",
+    "orderstream.deliveries.jobs",
+    "orderstream.notifications.jobs",
     "orderstream.webhooks_out.jobs",
 )
 

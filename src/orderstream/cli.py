@@ -10,7 +10,9 @@ import typer
 from orderstream.config import Settings, load_settings
 from orderstream.dashboard.cli import users_app
 from orderstream.db import Database
+from orderstream.deliveries.cli import dispatch_app
 from orderstream.jobs.cli import jobs_app
+from orderstream.notifications.cli import notifications_app, simulate_twilio
 from orderstream.tenancy import service as tenancy
 from orderstream.webhooks_out.cli import webhooks_app
 
@@ -23,6 +25,9 @@ simulate_app = typer.Typer(help="Local simulators of the delivery providers.", n
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(dispatch_app, name="dispatch")
+app.add_typer(notifications_app, name="notifications")
+simulate_app.command("twilio")(simulate_twilio)
 app.add_typer(users_app, name="users")
 
 
@@ -36,6 +41,12 @@ def _db(settings: Settings) -> Database:
     if settings.is_sqlite:
         upgrade(settings.database_url)
     return Database.from_url(settings.database_url, pool_size=2)
+
+
+def _configure_logging(settings: Settings) -> None:
+    from orderstream import logs
+
+    logs.configure(settings.log_level, settings.log_output)
 
 
 def _fail(err: tenancy.TenancyError) -> None:
@@ -73,6 +84,11 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000))
     from orderstream.migrate import upgrade
 
     settings = _settings()
+    if "public_base_url" not in settings.model_fields_set:
+        # links in messages and provider webhooks must reach this very process unless told otherwise
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        settings = settings.model_copy(update={"public_base_url": f"http://{local}:{port}"})
+    _configure_logging(settings)
     if settings.is_sqlite:
         upgrade(settings.database_url)
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
@@ -81,20 +97,23 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000))
 @app.command()
 def worker(
     concurrency: int = typer.Option(None, "--concurrency", min=1, help="handler threads (default: settings)"),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="serve /metrics on this port (0: off)"),
 ) -> None:
     """Run a job worker until SIGTERM/SIGINT; run several, on several machines, against one PostgreSQL."""
-    import logging
-
     from orderstream import bootstrap
     from orderstream.jobs.worker import run_worker
+    from orderstream.metrics import start_metrics_server
     from orderstream.migrate import upgrade
 
     settings = _settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _configure_logging(settings)
     if settings.is_sqlite:
         upgrade(settings.database_url)
     threads = concurrency or settings.worker_concurrency
     db = Database.from_url(settings.database_url, pool_size=threads + 3)
+    port = settings.worker_metrics_port if metrics_port is None else metrics_port
+    if port > 0:
+        start_metrics_server(db, port, host=settings.worker_metrics_host)
     services = bootstrap.build_services(settings)
     try:
         run_worker(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,11 +58,65 @@ class Settings(BaseSettings):
     webhook_pause_failure_rate: float = 0.50
     webhook_pause_seconds: int = 1800  # the circuit breaker's cool-down
 
+    # --- notifications --- (see docs/notifications.md)
+    notifications_enabled: bool = True
+    notifications_sms_backend: str = "simulator"  # simulator (in process, the sandbox default) | twilio
+    twilio_account_sid: str = "AC00000000000000000000000000000000"  # the simulator accepts any AC... SID
+    twilio_auth_token: SecretStr = SecretStr("sim-auth-token")
+    twilio_from_number: str | None = "+15005550006"
+    twilio_messaging_service_sid: str | None = None  # MG...; used instead of the from-number when set
+    twilio_base_url: str = "https://api.twilio.com"  # ignored by the in-process simulator
+    notifications_email_backend: str = "log"  # log (a sink: logs and order history only) | smtp
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_security: str = "none"  # none | starttls | ssl
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = 15.0
+    notifications_from_email: str = "orders@orderstream.local"
+    notifications_default_locale: str = "en_US"
+    notifications_cap_per_hour: int = 8  # messages per phone / e-mail per hour; more are skipped (rate_capped)
+    notifications_reminder_minutes: int = 30  # a future order's reminder goes this long before requested_for
+    notifications_eta_change_minutes: int = 15  # an ETA moved at least this far gets an update
+    notifications_update_interval_minutes: int = 10  # at least this long between two updates of an order
+    notifications_max_updates: int = 3  # updates per order and channel
+    tracking_link_days: int = 7  # a tracking link expires this many days after the order ends
+
     # operator actions (replay for any partner); unset means the admin API answers 401
     admin_token: SecretStr | None = None
 
+    # --- dispatch --- (see docs/dispatch.md)
+    # providers still on their sandbox credentials and default URLs use simulators started in process
+    dispatch_sandbox: bool = True
+    dispatch_sandbox_step_seconds: float = 3.0  # the embedded simulators' lifecycle step
+    dispatch_providers: str = "doordash,uber"  # allowed providers of a location without a policy, in order
+    dispatch_strategy: str = "cheapest"  # cheapest | fastest | preferred, for locations without a policy
+    dispatch_quote_timeout_seconds: float = 8.0  # all quotes are asked in parallel; late ones are left out
+    dispatch_acceptance_timeout_seconds: float = 300.0  # no courier by then: cancel and fall back
+    dispatch_redispatch_window_minutes: float = 30.0  # automatic re-dispatch only this long after the first booking
+    dispatch_courier_travel_minutes: float = 15.0  # pickup to drop-off, for future orders
+    dispatch_failure_grace_seconds: float = 60.0  # an operator may re-dispatch before the order is failed
+    dispatch_reconcile_seconds: float = 60.0  # how often an active delivery is checked for silence
+    dispatch_quiet_seconds: float = 120.0  # no webhook for this long: poll the provider
+
     # encryption of stored secrets is out of scope here; the key only salts API-key hashes
     api_key_pepper: SecretStr = SecretStr("orderstream-local-pepper")
+
+    # --- observability (logs, metrics; see docs/operations.md) ---
+    log_format: Literal["json", "text"] | None = None  # when set, wins over log_json
+    log_access: bool = True  # one "request" line per HTTP request (method, route, status, duration)
+    worker_metrics_port: int = 0  # `orderstream worker` serves its own /metrics on this port when > 0
+    worker_metrics_host: str = "127.0.0.1"
+    # --- performance of `serve` (see bench/README.md) ---
+    # threads running blocking request work (anyio's default is 40); fewer threads fight less over the GIL
+    request_threads: int = 40
+
+    @property
+    def log_output(self) -> Literal["json", "text"]:
+        """The log line format: ORDERSTREAM_LOG_FORMAT, else json unless ORDERSTREAM_LOG_JSON=false."""
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.log_json else "text"
 
     # --- dashboard --- (see docs/dashboard.md)
     dashboard_session_hours: float = 12.0

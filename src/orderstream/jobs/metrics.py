@@ -6,6 +6,7 @@ from prometheus_client import Counter, Histogram
 
 JOBS_CLAIMED = Counter("orderstream_jobs_claimed_total", "Jobs leased by a worker (each attempt)", ["kind"])
 JOBS_SUCCEEDED = Counter("orderstream_jobs_succeeded_total", "Jobs whose handler returned", ["kind"])
+JOBS_FAILED = Counter("orderstream_jobs_failed_total", "Attempts that raised (retried or dead-lettered)", ["kind"])
 JOBS_RETRIED = Counter("orderstream_jobs_retried_total", "Failed attempts scheduled to run again", ["kind"])
 JOBS_DEAD = Counter("orderstream_jobs_dead_total", "Jobs dead-lettered: permanent error or no attempts left", ["kind"])
 JOBS_LEASE_LOST = Counter(

@@ -30,9 +30,10 @@ from sqlalchemy.engine import Connection
 from orderstream.config import Settings
 from orderstream.db import Database, utcnow
 from orderstream.jobs import metrics, runtime
-from orderstream.jobs.outbox import ENQUEUED_FLAG, NOTIFY_CHANNEL
+from orderstream.jobs.outbox import ENQUEUED_FLAG, NOTIFY_CHANNEL, REQUEST_ID_KEY
 from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, PermanentError, RetryableError
 from orderstream.jobs.runtime import ClaimedJob
+from orderstream.logs import log_context
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,12 @@ class Worker:
             return self._reserved
 
     def _on_commit(self, conn: Connection) -> None:
-        if conn.info.get(ENQUEUED_FLAG) and self._started and not self._stopping.is_set():
+        kinds = conn.info.get(ENQUEUED_FLAG)
+        if not kinds or not self._started or self._stopping.is_set():
+            return
+        # a job of a kind this worker does not run (e.g. `dispatch` before its feature is installed)
+        # must not cost every committing request a claim round-trip
+        if not self._leases.keys().isdisjoint(kinds):
             self._wake.set()
 
     def _is_running(self, job: ClaimedJob) -> bool:
@@ -229,8 +235,10 @@ class Worker:
             job = self._queue.get()
             if job is None:
                 return
+            request_id = job.payload.get(REQUEST_ID_KEY) if isinstance(job.payload, dict) else None
             try:
-                self._execute(job)
+                with log_context(request_id=request_id, job_id=job.id, kind=job.kind):
+                    self._execute(job)
             except Exception:  # noqa: BLE001 - a handler thread must survive anything
                 log.exception("job runtime error", extra={"job_id": job.id, "kind": job.kind})
             finally:
@@ -277,6 +285,7 @@ class Worker:
                 self._lease_lost(job)
             return
         error = _error_text(failure)
+        metrics.JOBS_FAILED.labels(job.kind).inc()
         if isinstance(failure, PermanentError):
             log.warning("job failed permanently", extra={**labels, "error": error})
             self._finish(job, error=error, retry_in=None)

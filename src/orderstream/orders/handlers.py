@@ -8,7 +8,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from orderstream.deliveries import handlers as deliveries
 from orderstream.jobs.outbox import enqueue
+from orderstream.notifications import handlers as notifications
 from orderstream.orders.domain import FulfillmentType, is_dispatched
 from orderstream.orders.events import DeliveryStatusChanged, Event, OrderCreated, OrderStatusChanged
 from orderstream.webhooks_out import handlers as webhooks_out
@@ -31,9 +33,12 @@ def enqueue_dispatch(conn: Connection, event: OrderCreated) -> None:
 
 HANDLERS: dict[type, list[Handler]] = {
     OrderCreated: [enqueue_dispatch],
-    OrderStatusChanged: [webhooks_out.on_order_status_changed],
+    OrderStatusChanged: [webhooks_out.on_order_status_changed, deliveries.on_order_status_changed],
     DeliveryStatusChanged: [webhooks_out.on_delivery_status_changed],
 }
+HANDLERS[OrderCreated].append(notifications.on_order_created)
+HANDLERS[OrderStatusChanged].append(notifications.on_order_status_changed)
+HANDLERS[DeliveryStatusChanged].append(notifications.on_delivery_status_changed)
 
 
 def publish(conn: Connection, event: Event) -> None:

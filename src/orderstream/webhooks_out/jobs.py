@@ -16,6 +16,7 @@ from orderstream import __version__
 from orderstream.config import Settings
 from orderstream.db import utcnow
 from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, RetryableError, RetryPolicy
+from orderstream.metrics import WEBHOOK_ATTEMPTS
 from orderstream.webhooks_out import sender
 from orderstream.webhooks_out.domain import (
     DeliveryState,
@@ -307,6 +308,7 @@ def _record(
                 )
         if outcome is not Outcome.GONE:
             _update_health(conn, endpoint=endpoint, now=now, settings=settings)
+    WEBHOOK_ATTEMPTS.labels(outcome.value).inc()
     log.info(
         "webhook attempt",
         extra={

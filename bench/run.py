@@ -1,0 +1,328 @@
+"""The benchmark: orderstream and the floor app, one after the other, on SQLite and on PostgreSQL.
+
+For each database: a fresh database; `orderstream migrate`, a partner and a location through the CLI;
+`orderstream serve` as a real process, loaded by bench/loadgen.py (closed loop at 32 connections,
+then paced at a fixed rate); the same for bench/floor_app.py on the same database. Prints one table
+with accepted/s, p50/p99 and errors per app and the ratio orderstream / floor.
+
+    make bench                                   # both databases, defaults below
+    .venv/bin/python bench/run.py --databases sqlite --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from loadgen import EventFactory, Result, run_async, run_load  # noqa: E402
+
+DEFAULT_PG = os.environ.get("ORDERSTREAM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+LOCATION_ID = "location_456"
+
+
+def free_port() -> int:
+    """A TCP port the OS just reported free."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def orderstream_cmd() -> list[str]:
+    """The `orderstream` script of this interpreter."""
+    script = Path(sys.executable).parent / "orderstream"
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from orderstream.cli import main; main()"]
+
+
+def child_env(db_url: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Our environment without ORDERSTREAM_* settings, plus the database and extras."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERSTREAM_")}
+    env["ORDERSTREAM_DATABASE_URL"] = db_url
+    env.update(extra or {})
+    return env
+
+
+def cli(args: list[str], db_url: str) -> Any:
+    """Run `orderstream <args> --json` and parse its output."""
+    out = subprocess.run(
+        [*orderstream_cmd(), *args], env=child_env(db_url), capture_output=True, text=True, check=False, timeout=120
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"orderstream {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return json.loads(out.stdout) if out.stdout.strip().startswith("{") else out.stdout
+
+
+def machine() -> str:
+    """What the figures were measured on."""
+    cpus = os.cpu_count()
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{platform.system()} {platform.machine()}, {cpus} CPUs ({model or 'unknown'}), "
+        f"Python {platform.python_version()}, load average at start {load:.2f}"
+    )
+
+
+@contextmanager
+def database(kind: str, workdir: Path, pg_admin: str) -> Iterator[str]:
+    """A fresh database URL of that kind, dropped afterwards (PostgreSQL)."""
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir / 'bench.db'}"
+        return
+    name = f"orderstream_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(
+        pg_admin.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def postgres_reachable(url: str) -> bool:
+    """True when the admin URL answers."""
+    try:
+        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        engine.dispose()
+    except Exception:  # noqa: BLE001 - any failure means no PostgreSQL
+        return False
+    return True
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def server(args: list[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[tuple[str, int]]:
+    """A server process answering /readyz on port, as (base URL, pid); SIGTERM (then SIGKILL) on exit."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{args[:3]} exited with {proc.returncode}; see {log_path}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{args[:3]} not ready after 60 s; see {log_path}")
+            time.sleep(0.1)
+        yield base, proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def count_rows(db_url: str, table: str) -> int:
+    """Rows stored in a table (to check that every 200 was stored)."""
+    url = db_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608 - fixed names
+    finally:
+        engine.dispose()
+
+
+def measure_round(url: str, pid: int, factory: EventFactory, opts: argparse.Namespace) -> dict[str, Any]:
+    """One round against one app: closed loop (with the server's CPU per 200), then paced."""
+    cpu_before = cpu_seconds(pid)
+    closed, closed_ids = run_async(
+        run_load(url, factory, duration=opts.duration, warmup=opts.warmup, concurrency=opts.concurrency)
+    )
+    cpu = cpu_seconds(pid) - cpu_before
+    paced, paced_ids = run_async(
+        run_load(url, factory, duration=opts.paced_duration, warmup=0, concurrency=opts.concurrency, rate=opts.rate)
+    )
+    return {
+        "closed": asdict(closed),
+        "paced": asdict(paced),
+        "acked": len(closed_ids) + len(paced_ids),
+        "cpu_ms_per_200": round(cpu * 1000 / len(closed_ids), 2) if closed_ids else None,
+    }
+
+
+def median(values: list[float]) -> float:
+    """The median (the lower middle for an even count)."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2] if ordered else 0.0
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median figures over the rounds of one app."""
+
+    def med(phase: str, key: str) -> float:
+        return median([r[phase][key] for r in rounds])
+
+    return {
+        "accepted_per_s": med("closed", "accepted_per_s"),
+        "p50_ms": med("closed", "p50_ms"),
+        "p99_ms": med("closed", "p99_ms"),
+        "errors": sum(r["closed"]["errors"] for r in rounds),
+        "paced_p50_ms": med("paced", "p50_ms"),
+        "paced_p99_ms": med("paced", "p99_ms"),
+        "paced_errors": sum(r["paced"]["errors"] for r in rounds),
+        "cpu_ms_per_200": median([r["cpu_ms_per_200"] or 0.0 for r in rounds]),
+        "acked": sum(r["acked"] for r in rounds),
+    }
+
+
+def bench_database(kind: str, opts: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Both apps on one fresh database of that kind, loaded in turn for several rounds."""
+    out: dict[str, Any] = {"database": kind, "rounds": {}}
+    with database(kind, workdir, opts.postgres_url) as db_url, ExitStack() as stack:
+        cli(["migrate"], db_url)
+        partner = cli(["partners", "add", "bench", "--json"], db_url)
+        cli(
+            ["locations", "add", "--partner", "bench", "--id", LOCATION_ID, "--name", "Main Street Burgers",
+             "--street", "1 Main St", "--city", "Anytown", "--state", "CA", "--postal-code", "12345",
+             "--country", "US", "--phone", "+14155550100", "--timezone", "America/Los_Angeles", "--json"],
+            db_url,
+        )  # fmt: skip
+        extra = dict(kv.split("=", 1) for kv in opts.env)
+        floor_cmd = [sys.executable, str(HERE / "floor_app.py"), "--database-url", db_url]
+        commands = {
+            "orderstream": ([*orderstream_cmd(), "serve", "--host", "127.0.0.1"], child_env(db_url, extra), "orders"),
+            "floor": (floor_cmd, child_env(db_url), "floor_orders"),
+        }
+        targets: dict[str, tuple[str, int]] = {}
+        for app in opts.apps:
+            args, env, _table = commands[app]
+            port = free_port()
+            args = [*args, "--port", str(port), *(opts.serve_arg if app == "orderstream" else [])]
+            targets[app] = stack.enter_context(server(args, env, port, workdir / f"{app}-{kind}.log"))
+            print(f"[{kind}] {app} on :{port} (pid {targets[app][1]})", flush=True)
+        factory = EventFactory(partner["secret"], LOCATION_ID)
+        for number in range(1, opts.rounds + 1):
+            for app, (base, pid) in targets.items():
+                result = measure_round(f"{base}/pos/bench/webhook", pid, factory, opts)
+                out["rounds"].setdefault(app, []).append(result)
+                closed, paced = Result(**result["closed"]), Result(**result["paced"])
+                print(f"  round {number} {app:<11} {closed.line()}  cpu/200={result['cpu_ms_per_200']} ms")
+                print(f"  round {number} {app:<11} {paced.line()}", flush=True)
+        for app in targets:
+            out[app] = summarize(out["rounds"][app])
+            out[app]["stored"] = count_rows(db_url, commands[app][2])
+    return out
+
+
+def table(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
+    """The summary table (Markdown): medians over the rounds."""
+    head = (
+        f"| database | app | accepted/s (32 conn) | p50 ms | p99 ms | errors | paced {opts.rate:g}/s p50 ms "
+        "| paced p99 ms | paced errors | server CPU ms per 200 | 200s stored |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for res in results:
+        for app in ("orderstream", "floor"):
+            if app not in res:
+                continue
+            f = res[app]
+            lines.append(
+                f"| {res['database']} | {app} | {f['accepted_per_s']:.0f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} "
+                f"| {f['errors']} | {f['paced_p50_ms']:.1f} | {f['paced_p99_ms']:.1f} | {f['paced_errors']} "
+                f"| {f['cpu_ms_per_200']:.2f} | {f['stored']}/{f['acked']} |"
+            )
+        if "orderstream" not in res or "floor" not in res:
+            continue
+        pairs = zip(res["rounds"]["orderstream"], res["rounds"]["floor"], strict=True)
+        ratios = [round(o["closed"]["accepted_per_s"] / max(f["closed"]["accepted_per_s"], 0.1), 2) for o, f in pairs]
+        res["ratio"] = median(ratios)
+        res["ratio_per_round"] = ratios
+        lines.append(
+            f"| {res['database']} | **ratio orderstream / floor** | **{res['ratio']:.2f}** "
+            f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}) | | | | | | | | |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--databases", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    parser.add_argument("--postgres-url", default=DEFAULT_PG, help="an admin URL; a fresh database is created")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each loads every app in turn")
+    parser.add_argument("--duration", type=float, default=10.0, help="closed-loop seconds per app and round")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=100.0, help="paced mode: events per second")
+    parser.add_argument("--paced-duration", type=float, default=8.0)
+    parser.add_argument("--apps", default="orderstream,floor", help="which apps to measure (default both)")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for orderstream serve (repeatable)")
+    parser.add_argument("--serve-arg", action="append", default=[], help="extra argument for orderstream serve")
+    parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
+    opts = parser.parse_args()
+    opts.apps = [a.strip() for a in opts.apps.split(",") if a.strip()]
+    kinds = [k.strip() for k in opts.databases.split(",") if k.strip()]
+    if "postgres" in kinds and not postgres_reachable(opts.postgres_url):
+        print(f"PostgreSQL not reachable at {opts.postgres_url}: skipped")
+        kinds.remove("postgres")
+    workdir = Path(tempfile.mkdtemp(prefix="orderstream-bench-"))
+    header = machine()
+    print(header, flush=True)
+    results = [bench_database(kind, opts, workdir) for kind in kinds]
+    print()
+    print(f"Machine: {header}")
+    print(
+        f"Load: {opts.rounds} rounds, each app in turn: {opts.concurrency} connections closed loop {opts.duration:g} s "
+        f"after {opts.warmup:g} s warm-up, then paced {opts.rate:g}/s for {opts.paced_duration:g} s; unique signed "
+        "order.created events (docs example); medians over the rounds"
+    )
+    print(table(results, opts))
+    if opts.json:
+        opts.json.write_text(json.dumps({"machine": header, "options": vars(opts) | {"json": str(opts.json)},
+                                         "results": results}, indent=2, default=str))  # fmt: skip
+    if opts.keep:
+        print(f"logs: {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

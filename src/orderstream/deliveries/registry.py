@@ -1,0 +1,91 @@
+"""Delivery providers by name: one factory per provider, built from settings once per process.
+
+A new provider adds ONE line to FACTORIES: `"name": factory`, where factory(settings) returns an
+object implementing `orderstream.deliveries.protocol.DeliveryProvider`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from orderstream.config import Settings
+from orderstream.deliveries import sandbox
+from orderstream.deliveries.protocol import DeliveryProvider
+
+ProviderFactory = Callable[[Settings], DeliveryProvider]
+
+
+def _doordash(settings: Settings) -> DeliveryProvider:
+    from orderstream.deliveries.providers.doordash.provider import DoorDashProvider
+
+    return DoorDashProvider(sandbox.doordash_settings(settings))
+
+
+def _uber(settings: Settings) -> DeliveryProvider:
+    from orderstream.deliveries.providers.uber.provider import UberDirectProvider
+
+    return UberDirectProvider(sandbox.uber_settings(settings))
+
+
+FACTORIES: dict[str, ProviderFactory] = {
+    "doordash": _doordash,
+    "uber": _uber,
+}
+
+SERVICE_KEY = "providers"
+_services_lock = threading.Lock()
+
+
+class UnknownProvider(KeyError):
+    """No provider of that name is registered."""
+
+
+class ProviderRegistry:
+    """Provider instances by name, built on first use and closed with the process's services."""
+
+    def __init__(self, settings: Settings, factories: dict[str, ProviderFactory] | None = None) -> None:
+        self.settings = settings
+        self.factories = dict(FACTORIES if factories is None else factories)
+        self._built: dict[str, DeliveryProvider] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        """Every registered provider name."""
+        return sorted(self.factories)
+
+    def get(self, name: str) -> DeliveryProvider:
+        """The provider called name; raises UnknownProvider."""
+        with self._lock:
+            if name not in self._built:
+                factory = self.factories.get(name)
+                if factory is None:
+                    raise UnknownProvider(name)
+                self._built[name] = factory(self.settings)
+            return self._built[name]
+
+    def add(self, provider: DeliveryProvider) -> None:
+        """Use this instance for its name (tests, embedding)."""
+        with self._lock:
+            self._built[provider.name] = provider
+            self.factories.setdefault(provider.name, lambda _settings: provider)
+
+    def close(self) -> None:
+        """Close every built provider that holds connections."""
+        with self._lock:
+            for provider in self._built.values():
+                close = getattr(provider, "close", None)
+                if callable(close):
+                    close()
+            self._built.clear()
+
+
+def providers(services: dict[str, Any], settings: Settings) -> ProviderRegistry:
+    """The process's registry, kept in the shared services (closed by bootstrap.close_services)."""
+    with _services_lock:
+        registry = services.get(SERVICE_KEY)
+        if not isinstance(registry, ProviderRegistry):
+            registry = ProviderRegistry(settings)
+            services[SERVICE_KEY] = registry
+        return registry

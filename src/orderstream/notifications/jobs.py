@@ -1,0 +1,330 @@
+"""Worker side of notifications: plan what an order event sends, and send one message without repeating it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
+
+from orderstream.config import Settings
+from orderstream.db import Database, utcnow
+from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, RetryableError, RetryPolicy
+from orderstream.notifications import domain, planner, service
+from orderstream.notifications.channels.smtp import Email, EmailError, LogSender, SmtpConfig, SmtpSender
+from orderstream.notifications.channels.twilio.client import TwilioClient, TwilioConfig, TwilioError
+from orderstream.notifications.domain import Channel, Status
+from orderstream.notifications.handlers import PLAN_KIND
+from orderstream.notifications.models import notifications
+from orderstream.notifications.service import SEND_KIND, SEND_MAX_ATTEMPTS
+from orderstream.orders.models import orders
+
+log = logging.getLogger("orderstream.notifications")
+
+SEND_RETRY = RetryPolicy(max_attempts=SEND_MAX_ATTEMPTS, base_seconds=5.0, cap_seconds=1800.0)
+SERVICE_KEY = "notifications"
+ENDED_STATUSES = ("canceled", "failed", "completed")
+SANDBOX_PROVIDERS = frozenset({"twilio-simulator", "log"})
+_lock = threading.Lock()
+_EMAIL_IN_FLIGHT = threading.Lock()
+
+
+@dataclass
+class Channels:
+    """The SMS and e-mail senders of this process (and the in-process Twilio simulator, when it runs one)."""
+
+    sms: TwilioClient
+    email: SmtpSender | LogSender
+    simulator: Any = None
+    http: httpx.Client | None = None
+
+    def close(self) -> None:
+        """Stop what this object started."""
+        if self.simulator is not None:
+            self.simulator.stop()
+        if self.http is not None:
+            self.http.close()
+
+
+def _sandbox_logging(settings: Settings) -> None:
+    """The sandbox shows its messages in the log: give this logger a handler when the process configured none."""
+    root = logging.getLogger()
+    if log.handlers or root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(settings.log_level.upper())
+
+
+def build_channels(settings: Settings) -> Channels:
+    """Twilio (or the in-process simulator, the sandbox default) and SMTP (or the log sink)."""
+    if settings.notifications_sms_backend == "simulator" or settings.notifications_email_backend == "log":
+        _sandbox_logging(settings)
+    http = httpx.Client(
+        timeout=httpx.Timeout(settings.http_timeout_seconds, connect=settings.http_connect_timeout_seconds)
+    )
+    simulator = None
+    base_url = settings.twilio_base_url
+    token = settings.twilio_auth_token.get_secret_value()
+    if settings.notifications_sms_backend == "simulator":
+        from orderstream.notifications.channels.twilio import simulator as sim
+
+        simulator = sim.start_in_thread(sim.SimulatorConfig(account_sid=settings.twilio_account_sid, auth_token=token))
+        base_url = simulator.base_url
+        log.info("twilio simulator started in process", extra={"base_url": base_url})
+    sms = TwilioClient(
+        http,
+        TwilioConfig(
+            base_url=base_url,
+            account_sid=settings.twilio_account_sid,
+            auth_token=token,
+            from_number=settings.twilio_from_number,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+        ),
+    )
+    email: SmtpSender | LogSender
+    if settings.notifications_email_backend == "smtp":
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        email = SmtpSender(
+            SmtpConfig(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                security=settings.smtp_security,
+                username=settings.smtp_username,
+                password=password,
+                timeout=settings.smtp_timeout_seconds,
+            )
+        )
+    else:
+        email = LogSender()
+    return Channels(sms=sms, email=email, simulator=simulator, http=http)
+
+
+def channels_for(ctx: JobContext) -> Channels:
+    """This process's channels, built on first use and closed with the other services."""
+    with _lock:
+        found = ctx.services.get(SERVICE_KEY)
+        if found is None:
+            found = build_channels(ctx.settings)
+            ctx.services[SERVICE_KEY] = found
+        return found
+
+
+# --- plan -----------------------------------------------------------------------------------------
+
+
+def plan_job(ctx: JobContext) -> None:
+    """Queue the messages an order event calls for."""
+    with ctx.db.write() as conn:
+        planner.plan(conn, ctx.settings, ctx.payload, utcnow())
+
+
+# --- send -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Claim:
+    row: RowMapping
+    recipient: str
+    was_in_flight: bool  # an earlier attempt marked it sending and never recorded an outcome
+
+
+def _finish(
+    db: Database,
+    notification_id: str,
+    *,
+    status: Status,
+    reason: str | None = None,
+    provider: str | None = None,
+    message_id: str | None = None,
+    error: str | None = None,
+    history: bool = False,
+) -> None:
+    """Record the outcome, unless a status callback already moved the message further."""
+    now = utcnow()
+    values: dict[str, Any] = {"status": status.value, "reason": reason, "updated_at": now, "last_error": error}
+    if provider:
+        values["provider"] = provider
+    if message_id:
+        values["provider_message_id"] = message_id
+    if status is Status.SENT:
+        values["sent_at"] = now
+    with db.write() as conn:
+        changed = conn.execute(
+            sa.update(notifications)
+            .where(notifications.c.id == notification_id, notifications.c.status.in_(("queued", "sending")))
+            .values(**values)
+        ).rowcount
+        row = conn.execute(sa.select(notifications).where(notifications.c.id == notification_id)).mappings().one()
+        if changed and (history or status is not Status.QUEUED):
+            service.record_history(conn, row=row, status=status.value, reason=reason)
+    log.info(
+        "notification %s %s/%s of %s %s%s",
+        row["id"],
+        row["kind"],
+        row["channel"],
+        row["order_id"],
+        status.value,
+        f" ({reason})" if reason else "",
+        extra={
+            "notification_id": notification_id,
+            "order_id": row["order_id"],
+            "kind": row["kind"],
+            "channel": row["channel"],
+            "recipient": row["recipient_masked"],
+            "reason": reason,
+            "provider_message_id": message_id,
+        },  # fmt: skip
+    )
+
+
+def _claim(ctx: JobContext, notification_id: str) -> _Claim | None:
+    """Mark the message `sending` in a committed transaction of its own, or settle it without sending."""
+    with ctx.db.write() as conn:
+        row = conn.execute(sa.select(notifications).where(notifications.c.id == notification_id)).mappings().first()
+        if row is None or row["status"] not in (Status.QUEUED.value, Status.SENDING.value):
+            return None
+        order = conn.execute(sa.select(orders).where(orders.c.id == row["order_id"])).mappings().one()
+        channel = Channel(row["channel"])
+        if channel is Channel.SMS:
+            recipient, reason = domain.sms_recipient(order["customer_phone_e164"], order["customer_phone"])
+        else:
+            recipient, reason = domain.email_recipient(order["customer_email"])
+        if recipient is not None and domain.contact_hash(recipient) != row["recipient_hash"]:
+            reason = "contact_changed"
+        if reason is None and service.is_opted_out(conn, channel, row["recipient_hash"]):
+            reason = "opted_out"
+        if reason is None and row["kind"] == domain.Kind.REMINDER.value and order["status"] in ENDED_STATUSES:
+            reason = "order_ended"
+        if reason is not None or recipient is None:
+            pending = reason or "no_recipient"
+        else:
+            pending = None
+            conn.execute(
+                sa.update(notifications)
+                .where(notifications.c.id == notification_id)
+                .values(
+                    status=Status.SENDING.value,
+                    attempts=notifications.c.attempts + 1,
+                    sending_at=row["sending_at"] or utcnow(),
+                    updated_at=utcnow(),
+                )
+            )
+    if pending is not None:
+        _finish(ctx.db, notification_id, status=Status.SKIPPED, reason=pending, history=True)
+        return None
+    assert recipient is not None
+    return _Claim(row=row, recipient=recipient, was_in_flight=row["status"] == Status.SENDING.value)
+
+
+def _status_callback_url(settings: Settings, notification_id: str) -> str:
+    return f"{settings.public_base_url.rstrip('/')}/notifications/twilio/status?n={notification_id}"
+
+
+def _send_sms(ctx: JobContext, claim: _Claim, channels: Channels) -> str:
+    row = claim.row
+    if claim.was_in_flight:
+        since = (row["sending_at"] or row["created_at"]) - timedelta(seconds=5)
+        found = channels.sms.find_sent(to=claim.recipient, body=row["body_text"], since=since)
+        if found is not None:
+            return found.sid
+    sent = channels.sms.send(
+        to=claim.recipient,
+        body=row["body_text"],
+        status_callback=_status_callback_url(ctx.settings, row["id"]),
+        idempotency_key=row["id"],
+    )
+    return sent.sid
+
+
+def _send_email(ctx: JobContext, claim: _Claim, channels: Channels) -> str:
+    row = claim.row
+    prefs = None
+    with ctx.db.read() as conn:
+        view = service.load(conn, row["order_id"])
+        prefs = view.prefs if view is not None else None
+    sender = (prefs["from_email"] if prefs is not None else None) or ctx.settings.notifications_from_email
+    email = Email(
+        notification_id=row["id"],
+        sender=sender,
+        to=claim.recipient,
+        subject=row["subject"] or "",
+        text=row["body_text"] or "",
+        html=row["body_html"],
+        unsubscribe_url=f"{ctx.settings.public_base_url.rstrip('/')}/notifications/unsubscribe/"
+        + service.unsubscribe_token(ctx.settings, row["id"]),
+    )
+    return channels.email.send(email)
+
+
+def _provider_name(channel: Channel, channels: Channels) -> str:
+    if channel is Channel.SMS:
+        return "twilio-simulator" if channels.simulator is not None else "twilio"
+    return channels.email.name
+
+
+def _deliver(ctx: JobContext, claim: _Claim, channels: Channels) -> None:
+    """The provider call and the recording of its outcome."""
+    notification_id = str(claim.row["id"])
+    channel = Channel(claim.row["channel"])
+    provider = _provider_name(channel, channels)
+    try:
+        message_id = _send_sms(ctx, claim, channels) if channel is Channel.SMS else _send_email(ctx, claim, channels)
+    except (TwilioError, EmailError) as err:
+        error = domain.redact(str(err), claim.recipient)
+        if err.permanent:
+            _finish(ctx.db, notification_id, status=Status.FAILED, reason=error, provider=provider, error=error)
+            if isinstance(err, TwilioError) and err.opted_out:
+                with ctx.db.write() as conn:
+                    service.set_opt_out(
+                        conn, channel=Channel.SMS, contact=claim.recipient, source="carrier", opted_out=True
+                    )
+            return
+        if ctx.attempts >= SEND_MAX_ATTEMPTS:
+            _finish(ctx.db, notification_id, status=Status.FAILED, reason=f"retries exhausted: {error}", error=error)
+            return
+        if not err.unknown:
+            # the provider said no: nothing went out, so the next attempt need not look for a copy
+            _finish(ctx.db, notification_id, status=Status.QUEUED, error=error)
+        retry_after = err.retry_after if isinstance(err, TwilioError) else None
+        raise RetryableError(error, retry_after=retry_after) from None
+    _finish(ctx.db, notification_id, status=Status.SENT, provider=provider, message_id=message_id)
+    if provider in SANDBOX_PROVIDERS:
+        # the sandbox has no phone or mailbox to look at: the text goes to the log (recipient masked)
+        log.info(
+            "sandbox %s %s to %s: %s",
+            channel.value,
+            claim.row["kind"],
+            claim.row["recipient_masked"],
+            claim.row["subject"] or claim.row["body_text"],
+        )
+
+
+def send_job(ctx: JobContext) -> None:
+    """Send one message: `sending` is committed before the provider call, the outcome after it."""
+    notification_id = str(ctx.payload["notification_id"])
+    if ctx.lease_lost.is_set():
+        return
+    claim = _claim(ctx, notification_id)
+    if claim is None:
+        return
+    channels = channels_for(ctx)
+    if claim.row["channel"] == Channel.SMS.value:
+        _deliver(ctx, claim, channels)  # a cut-off SMS is found again (idempotency token, lookup): no lock needed
+        return
+    # SMTP has no idempotency key: one e-mail between "handed over" and "recorded" per process, so a
+    # crash can repeat at most one e-mail
+    with _EMAIL_IN_FLIGHT:
+        _deliver(ctx, claim, channels)
+
+
+def register_jobs(registry: JobRegistry) -> None:
+    """The notification job kinds."""
+    registry.register(JobKind(PLAN_KIND, plan_job, retry=RetryPolicy(max_attempts=5, base_seconds=2.0)))
+    registry.register(JobKind(SEND_KIND, send_job, retry=SEND_RETRY))

@@ -1,0 +1,383 @@
+"""Queueing notifications inside the caller's transaction: once per (order, kind, channel), with every skip recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, RowMapping
+
+from orderstream.config import Settings
+from orderstream.db import utcnow
+from orderstream.ids import new_id
+from orderstream.jobs.outbox import enqueue
+from orderstream.notifications import domain
+from orderstream.notifications.domain import Channel, Kind, Status
+from orderstream.notifications.models import (
+    notification_opt_outs,
+    notification_settings,
+    notifications,
+)
+from orderstream.notifications.render import display_phone, local_datetime, local_time, money, render
+from orderstream.orders.models import order_history, orders
+from orderstream.tenancy.models import locations
+
+log = logging.getLogger("orderstream.notifications")
+
+SEND_KIND = "notifications.send"
+SEND_MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """An order with its location and the location's notification settings."""
+
+    order: RowMapping
+    location: RowMapping
+    prefs: RowMapping | None
+
+    @property
+    def locale(self) -> str | None:
+        """The location's locale, if it set one."""
+        return self.prefs["locale"] if self.prefs is not None else None
+
+
+def load(conn: Connection, order_id: str) -> OrderView | None:
+    """The order, its location and that location's notification settings."""
+    order = conn.execute(sa.select(orders).where(orders.c.id == order_id)).mappings().first()
+    if order is None:
+        return None
+    location = conn.execute(sa.select(locations).where(locations.c.id == order["location_id"])).mappings().one()
+    prefs = (
+        conn.execute(sa.select(notification_settings).where(notification_settings.c.location_id == location["id"]))
+        .mappings()
+        .first()
+    )
+    return OrderView(order, location, prefs)
+
+
+def tracking_url(settings: Settings, token: str) -> str:
+    """The public tracking link of an order."""
+    return f"{settings.public_base_url.rstrip('/')}/t/{token}"
+
+
+def unsubscribe_token(settings: Settings, notification_id: str) -> str:
+    """An unguessable token naming the notification whose recipient wants no more e-mail."""
+    key = settings.api_key_pepper.get_secret_value().encode()
+    mac = hmac.new(key, f"unsubscribe:{notification_id}".encode(), hashlib.sha256).hexdigest()[:32]
+    return f"{notification_id}.{mac}"
+
+
+def check_unsubscribe_token(settings: Settings, token: str) -> str | None:
+    """The notification id named by a valid unsubscribe token, else None."""
+    notification_id, _, _ = token.partition(".")
+    expected = unsubscribe_token(settings, notification_id)
+    return notification_id if hmac.compare_digest(expected, token) else None
+
+
+def context(view: OrderView, settings: Settings, facts: dict[str, Any], notification_id: str) -> dict[str, Any]:
+    """Everything a template may use, formatted for the location's locale and time zone."""
+    order, location = view.order, view.location
+    locale = view.locale or settings.notifications_default_locale
+    tz = location["timezone"]
+    eta = facts.get("dropoff_eta")
+    eta_at = datetime.fromisoformat(eta) if isinstance(eta, str) else None
+    address = f"{location['street']}, {location['city']}"
+    return {
+        "lang": locale.split("_")[0],
+        "location_name": location["name"],
+        "location_phone": display_phone(location["phone"], location["country"]),
+        "order_ref": f"#{order['source_order_id']}",
+        "customer_first_name": domain.first_name(order["customer_name"]),
+        "fulfillment_type": order["fulfillment_type"],
+        "total": money(order["total_amount"], order["currency"], locale),
+        "requested_for": local_datetime(order["requested_for"], tz, locale) if order["is_future_order"] else None,
+        "eta": local_time(eta_at, tz, locale),
+        "courier_first_name": facts.get("courier_first_name"),
+        "vehicle": facts.get("vehicle"),
+        "why": facts.get("why"),
+        "tracking_url": tracking_url(settings, order["tracking_token"]),
+        "pickup_address": address,
+        "pickup_instructions": order["fulfillment_instructions"],
+        "unsubscribe_url": f"{settings.public_base_url.rstrip('/')}/notifications/unsubscribe/"
+        + unsubscribe_token(settings, notification_id),
+    }
+
+
+def record_history(conn: Connection, *, row: dict[str, Any] | RowMapping, status: str, reason: str | None) -> None:
+    """An order-history entry for a message outcome (recipient masked)."""
+    conn.execute(
+        sa.insert(order_history).values(
+            order_id=row["order_id"],
+            at=utcnow(),
+            kind="notification",
+            actor="system",
+            reason=f"{row['channel']} {row['kind']} {status}" + (f": {reason}" if reason else ""),
+            details={
+                "notification_id": row["id"],
+                "kind": row["kind"],
+                "channel": row["channel"],
+                "status": status,
+                "reason": reason,
+                "recipient": row["recipient_masked"],
+                "provider_message_id": row.get("provider_message_id"),
+            },
+        )
+    )
+
+
+def is_opted_out(conn: Connection, channel: Channel, recipient_hash: str) -> bool:
+    """True when this phone / e-mail asked for no more messages on the channel."""
+    found = conn.execute(
+        sa.select(notification_opt_outs.c.id).where(
+            notification_opt_outs.c.channel == channel.value, notification_opt_outs.c.contact_hash == recipient_hash
+        )
+    ).first()
+    return found is not None
+
+
+def set_opt_out(conn: Connection, *, channel: Channel, contact: str, source: str, opted_out: bool) -> None:
+    """Record (or lift) an opt-out for a phone / e-mail on a channel."""
+    digest = domain.contact_hash(contact)
+    where = (notification_opt_outs.c.channel == channel.value, notification_opt_outs.c.contact_hash == digest)
+    if not opted_out:
+        conn.execute(sa.delete(notification_opt_outs).where(*where))
+        return
+    if conn.execute(sa.select(notification_opt_outs.c.id).where(*where)).first() is None:
+        conn.execute(
+            sa.insert(notification_opt_outs).values(
+                channel=channel.value, contact_hash=digest, source=source, created_at=utcnow()
+            )
+        )
+
+
+def _recent_count(conn: Connection, recipient_hash: str, now: datetime) -> int:
+    return int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(notifications)
+            .where(
+                notifications.c.recipient_hash == recipient_hash,
+                notifications.c.created_at > now - timedelta(hours=1),
+                notifications.c.status.in_([s.value for s in domain.COUNTED_STATUSES]),
+            )
+        ).scalar_one()
+    )
+
+
+def _insert(conn: Connection, values: dict[str, Any]) -> bool:
+    """Insert unless this (order, kind, channel, seq) exists; True when inserted."""
+    index = ["order_id", "kind", "channel", "seq"]
+    stmt: Any
+    if conn.dialect.name == "postgresql":
+        stmt = postgresql.insert(notifications).values(**values).on_conflict_do_nothing(index_elements=index)
+    else:
+        stmt = sqlite.insert(notifications).values(**values).on_conflict_do_nothing(index_elements=index)
+    return conn.execute(stmt.returning(notifications.c.id)).first() is not None
+
+
+def _recipient(channel: Channel, order: RowMapping) -> tuple[str | None, str | None]:
+    if channel is Channel.SMS:
+        return domain.sms_recipient(order["customer_phone_e164"], order["customer_phone"])
+    return domain.email_recipient(order["customer_email"])
+
+
+def _masked(channel: Channel, recipient: str | None) -> str | None:
+    return domain.mask_phone(recipient) if channel is Channel.SMS else domain.mask_email(recipient)
+
+
+def _skip_reason(
+    conn: Connection, view: OrderView, kind: Kind, channel: Channel, recipient_hash: str | None, now: datetime
+) -> str | None:
+    prefs = view.prefs
+    if prefs is not None:
+        if not prefs["sms_enabled" if channel is Channel.SMS else "email_enabled"]:
+            return "channel_disabled"
+        if kind.value in (prefs["disabled_kinds"] or []):
+            return "kind_disabled"
+    if recipient_hash is None:
+        return None
+    if is_opted_out(conn, channel, recipient_hash):
+        return "opted_out"
+    return None
+
+
+def queue(
+    conn: Connection,
+    settings: Settings,
+    *,
+    order_id: str,
+    kind: Kind,
+    facts: dict[str, Any] | None = None,
+    seq: int = 0,
+    send_after: datetime | None = None,
+) -> list[str]:
+    """Queue this kind on every channel (once each), or record why a channel is skipped; returns queued ids."""
+    if not settings.notifications_enabled:
+        return []
+    view = load(conn, order_id)
+    if view is None:
+        return []
+    facts = dict(facts or {})
+    now = utcnow()
+    queued: list[str] = []
+    for channel in Channel:
+        recipient, reason = _recipient(channel, view.order)
+        recipient_hash = domain.contact_hash(recipient) if recipient else None
+        reason = reason or _skip_reason(conn, view, kind, channel, recipient_hash, now)
+        if reason is None and recipient_hash is not None:
+            if _recent_count(conn, recipient_hash, now) >= settings.notifications_cap_per_hour:
+                reason = "rate_capped"
+        nid = new_id("ntf")
+        values: dict[str, Any] = {
+            "id": nid,
+            "order_id": order_id,
+            "partner_id": view.order["partner_id"],
+            "location_id": view.location["id"],
+            "kind": kind.value,
+            "channel": channel.value,
+            "seq": seq,
+            "recipient_hash": recipient_hash,
+            "recipient_masked": _masked(channel, recipient),
+            "status": Status.SKIPPED.value if reason else Status.QUEUED.value,
+            "reason": reason,
+            "facts": facts,
+            "send_after": send_after or now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        if reason is None:
+            overrides = (view.prefs["overrides"] if view.prefs is not None else None) or {}
+            message = render(
+                channel,
+                kind,
+                view.order["fulfillment_type"],
+                context(view, settings, facts, nid),
+                override=(overrides.get(kind.value) or {}).get(channel.value),
+            )
+            values.update(subject=message.subject, body_text=message.text, body_html=message.html)
+        if not _insert(conn, values):
+            continue
+        log.info(
+            "notification %s %s/%s of %s %s%s",
+            nid,
+            kind.value,
+            channel.value,
+            order_id,
+            values["status"],
+            f" ({reason})" if reason else "",
+            extra={
+                "notification_id": nid,
+                "order_id": order_id,
+                "kind": kind.value,
+                "channel": channel.value,
+                "recipient": values["recipient_masked"],
+                "reason": reason,
+            },  # fmt: skip
+        )
+        if reason is not None:
+            record_history(conn, row=values, status=Status.SKIPPED.value, reason=reason)
+            continue
+        enqueue(
+            conn,
+            kind=SEND_KIND,
+            key=nid,
+            payload={"notification_id": nid},
+            run_at=values["send_after"],
+            max_attempts=SEND_MAX_ATTEMPTS,
+        )
+        queued.append(nid)
+    return queued
+
+
+def notifications_of(conn: Connection, order_id: str) -> list[dict[str, Any]]:
+    """Every message of an order, oldest first."""
+    rows = conn.execute(
+        sa.select(notifications)
+        .where(notifications.c.order_id == order_id)
+        .order_by(notifications.c.created_at, notifications.c.channel.desc())
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+class SettingsError(Exception):
+    """Location notification settings that cannot be stored: a stable code and the field path."""
+
+    def __init__(self, code: str, message: str, path: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.path = path
+
+
+def _check_overrides(overrides: dict[str, Any]) -> None:
+    from jinja2 import TemplateSyntaxError
+
+    from orderstream.notifications.render import check_override
+
+    for kind, by_channel in overrides.items():
+        if kind not in {k.value for k in Kind}:
+            raise SettingsError("unknown_kind", f"no notification kind {kind!r}", f"overrides.{kind}")
+        if not isinstance(by_channel, dict):
+            raise SettingsError("invalid_override", "expected {channel: {text, subject}}", f"overrides.{kind}")
+        for channel, parts in by_channel.items():
+            path = f"overrides.{kind}.{channel}"
+            if channel not in {c.value for c in Channel} or not isinstance(parts, dict):
+                raise SettingsError("invalid_override", "expected sms or email with {text, subject}", path)
+            for part, text in parts.items():
+                if part not in ("text", "subject") or not isinstance(text, str):
+                    raise SettingsError("invalid_override", "only text and subject strings", f"{path}.{part}")
+                try:
+                    check_override(text)
+                except TemplateSyntaxError as err:
+                    raise SettingsError("invalid_template", f"template error: {err.message}", f"{path}.{part}") from err
+
+
+def location_settings(conn: Connection, *, location_id: int) -> dict[str, Any]:
+    """A location's notification settings (the defaults when it never set any)."""
+    row = (
+        conn.execute(sa.select(notification_settings).where(notification_settings.c.location_id == location_id))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return {"location_id": location_id, "sms_enabled": True, "email_enabled": True, "disabled_kinds": [],
+                "overrides": {}, "from_email": None, "locale": None}  # fmt: skip
+    return {k: v for k, v in dict(row).items() if k != "updated_at"}
+
+
+def update_location_settings(conn: Connection, *, location_id: int, **changes: Any) -> dict[str, Any]:
+    """Change some of a location's notification settings; raises SettingsError."""
+    current = location_settings(conn, location_id=location_id)
+    changes = {k: v for k, v in changes.items() if v is not None}
+    for kind in changes.get("disabled_kinds", []):
+        if kind not in {k.value for k in Kind}:
+            raise SettingsError("unknown_kind", f"no notification kind {kind!r}", "disabled_kinds")
+    if "overrides" in changes:
+        _check_overrides(changes["overrides"])
+    if "locale" in changes:
+        from babel import Locale, UnknownLocaleError
+
+        try:
+            Locale.parse(changes["locale"])
+        except (UnknownLocaleError, ValueError) as err:
+            raise SettingsError("invalid_locale", f"unknown locale {changes['locale']!r}", "locale") from err
+    if "from_email" in changes and domain.email_recipient(changes["from_email"])[1] is not None:
+        raise SettingsError("invalid_email", "not an e-mail address", "from_email")
+    merged = {**current, **changes, "updated_at": utcnow()}
+    exists = conn.execute(
+        sa.select(notification_settings.c.location_id).where(notification_settings.c.location_id == location_id)
+    ).first()
+    if exists is None:
+        conn.execute(sa.insert(notification_settings).values(**merged))
+    else:
+        values = {k: v for k, v in merged.items() if k != "location_id"}
+        conn.execute(
+            sa.update(notification_settings).where(notification_settings.c.location_id == location_id).values(**values)
+        )
+    return location_settings(conn, location_id=location_id)

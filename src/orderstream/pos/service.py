@@ -1,0 +1,433 @@
+"""Use cases of the POS webhook: each event is applied in the caller's single write transaction."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, RowMapping
+
+from orderstream.errors import ApiError
+from orderstream.ids import new_id, new_token
+from orderstream.orders import domain
+from orderstream.orders import service as orders_service
+from orderstream.orders.events import OrderCreated
+from orderstream.orders.handlers import publish
+from orderstream.orders.models import order_line_items, orders
+from orderstream.pos import mapping
+from orderstream.pos.models import inbound_events
+from orderstream.pos.schemas import CancelIn, Envelope, InvalidEvent, LocationStatusIn, OrderIn, Problem, StatusUpdateIn
+from orderstream.tenancy.models import locations, partner_secrets, partners
+
+
+@dataclass(frozen=True)
+class PartnerAuth:
+    """What the webhook needs to know about a partner: its settings and the secrets that verify now."""
+
+    id: int
+    slug: str
+    require_standard_webhooks: bool
+    rate_limit_per_minute: int | None
+    secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One authenticated webhook request: who sent it, the unwrapped event and the raw body."""
+
+    partner: PartnerAuth
+    envelope: Envelope
+    raw: str
+    webhook_id: str | None
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer to the POS."""
+
+    status: int
+    body: dict[str, Any]
+
+
+# Statements of the request path are built once: building one per request costs more than running it.
+_PARTNER_WITH_SECRETS = (
+    sa.select(
+        partners.c.id,
+        partners.c.slug,
+        partners.c.require_standard_webhooks,
+        partners.c.rate_limit_per_minute,
+        partner_secrets.c.secret,
+    )
+    .select_from(
+        partners.outerjoin(
+            partner_secrets,
+            sa.and_(
+                partner_secrets.c.partner_id == partners.c.id,
+                sa.or_(
+                    partner_secrets.c.expires_at.is_(None),
+                    partner_secrets.c.expires_at > sa.bindparam("now", type_=partner_secrets.c.expires_at.type),
+                ),
+            ),
+        )
+    )
+    .where(partners.c.slug == sa.bindparam("slug"))
+    .order_by(partner_secrets.c.id.desc())
+)
+_LOCATION = sa.select(locations).where(
+    locations.c.partner_id == sa.bindparam("partner_id"), locations.c.external_id == sa.bindparam("external_id")
+)
+_INSERT_EVENT = sa.insert(inbound_events).returning(inbound_events.c.id)
+_INSERT_LINES = sa.insert(order_line_items)
+_ORDER_KEY = ("partner_id", "location_id", "source_order_id")
+
+
+def load_partner(conn: Connection, *, slug: str, now: datetime) -> PartnerAuth | None:
+    """The partner with its active secrets, in one query; None for an unknown slug."""
+    rows = conn.execute(_PARTNER_WITH_SECRETS, {"slug": slug, "now": now}).all()
+    if not rows:
+        return None
+    first = rows[0]
+    return PartnerAuth(
+        id=int(first.id),
+        slug=str(first.slug),
+        require_standard_webhooks=bool(first.require_standard_webhooks),
+        rate_limit_per_minute=first.rate_limit_per_minute,
+        secrets=tuple(r.secret for r in rows if r.secret is not None),
+    )
+
+
+@functools.cache
+def _insert_ignoring(dialect: str, table: sa.Table, conflict_on: tuple[str, ...], returning: sa.Column[Any]) -> Any:
+    """INSERT ... ON CONFLICT (conflict_on) DO NOTHING RETURNING returning, built once per dialect."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing(index_elements=list(conflict_on)).returning(returning)
+
+
+# --- the inbound event store ---------------------------------------------------------------------
+
+
+def replayed(conn: Connection, delivery: Delivery) -> Outcome | None:
+    """The stored answer to an earlier delivery with the same webhook-id, marked as a duplicate."""
+    if delivery.webhook_id is None:
+        return None
+    row = conn.execute(
+        sa.select(inbound_events.c.response_status, inbound_events.c.response_body)
+        .where(inbound_events.c.partner_id == delivery.partner.id)
+        .where(inbound_events.c.webhook_id == delivery.webhook_id)
+    ).first()
+    if row is None:
+        return None
+    return Outcome(int(row.response_status or 200), {**(row.response_body or {}), "duplicate": True})
+
+
+def _stored_answer(conn: Connection, delivery: Delivery) -> Outcome:
+    # the insert met the webhook-id of a committed concurrent delivery: its answer is stored
+    earlier = replayed(conn, delivery)
+    assert earlier is not None
+    return earlier
+
+
+def _record_event(
+    conn: Connection, delivery: Delivery, *, order_id: str | None = None, answer: Outcome | None = None
+) -> int | None:
+    """Store the raw event; None when its webhook-id was stored before (a concurrent redelivery)."""
+    values = {
+        "partner_id": delivery.partner.id,
+        "webhook_id": delivery.webhook_id,
+        "event_type": delivery.envelope.event.value,
+        "envelope": delivery.envelope.kind,
+        "body": delivery.raw,
+        "order_id": order_id,
+        "response_status": answer.status if answer else None,
+        "response_body": answer.body if answer else None,
+        "received_at": delivery.received_at,
+    }
+    if delivery.webhook_id is None:
+        stmt: Any = _INSERT_EVENT
+    else:
+        stmt = _insert_ignoring(conn.dialect.name, inbound_events, ("partner_id", "webhook_id"), inbound_events.c.id)
+    return conn.execute(stmt, values).scalar()
+
+
+def _answer_event(conn: Connection, event_id: int, answer: Outcome, *, order_id: str | None = None) -> None:
+    values: dict[str, Any] = {"response_status": answer.status, "response_body": answer.body}
+    if order_id is not None:
+        values["order_id"] = order_id
+    conn.execute(sa.update(inbound_events).where(inbound_events.c.id == event_id).values(**values))
+
+
+# --- lookups -------------------------------------------------------------------------------------
+
+
+def find_location(conn: Connection, *, partner_id: int, external_id: str | None, path: str) -> RowMapping:
+    """The partner's location by its own id (or its only location when none is given), else a 422."""
+    if external_id is not None:
+        row = conn.execute(_LOCATION, {"partner_id": partner_id, "external_id": external_id}).mappings().first()
+        if row is None:
+            raise InvalidEvent([Problem(path, "unknown_location", f"no location {external_id!r} for this partner")])
+        return row
+    rows = conn.execute(sa.select(locations).where(locations.c.partner_id == partner_id).limit(2)).mappings().all()
+    if len(rows) != 1:
+        raise InvalidEvent([Problem(path, "missing", "location_id is required (the partner has several locations)")])
+    return rows[0]
+
+
+def find_order(conn: Connection, *, partner_id: int, pos_order_id: str, location_id: str | None) -> RowMapping:
+    """The partner's order by POS id (and location, when given), locked on PostgreSQL; else 404."""
+    stmt = sa.select(orders).where(orders.c.partner_id == partner_id).where(orders.c.source_order_id == pos_order_id)
+    if location_id is not None:
+        stmt = stmt.join(locations, locations.c.id == orders.c.location_id).where(
+            locations.c.external_id == location_id
+        )
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=orders)
+    rows = conn.execute(stmt.limit(2)).mappings().all()
+    if not rows:
+        raise ApiError(404, "order_not_found", f"no order {pos_order_id!r} for this partner")
+    if len(rows) > 1:
+        raise ApiError(
+            409,
+            "ambiguous_order",
+            f"order {pos_order_id!r} exists at several locations; send location_id",
+            details={"pos_order_id": pos_order_id},
+        )
+    return rows[0]
+
+
+def _is_paused(location: RowMapping, now: datetime) -> bool:
+    return bool(location["status"] == "paused" and (location["paused_until"] is None or location["paused_until"] > now))
+
+
+# --- order.created -------------------------------------------------------------------------------
+
+
+def _created_body(
+    row: dict[str, Any] | RowMapping, *, location_id: str, base_url: str, duplicate: bool
+) -> dict[str, Any]:
+    requested_for = row["requested_for"]
+    return {
+        "accepted": True,
+        "duplicate": duplicate,
+        "order": {
+            "id": row["id"],
+            "pos_order_id": row["source_order_id"],
+            "location_id": location_id,
+            "status": row["status"],
+            "fulfillment_type": row["fulfillment_type"],
+            "is_future_order": bool(row["is_future_order"]),
+            "requested_for": requested_for.isoformat() if requested_for else None,
+            "tracking_url": f"{base_url.rstrip('/')}/t/{row['tracking_token']}",
+            "warnings": list(row["warnings"] or []),
+        },
+    }
+
+
+def create_order(conn: Connection, delivery: Delivery, order: OrderIn, *, content_hash: str, base_url: str) -> Outcome:
+    """Store a new order with its lines, raw event, first history entry and jobs; or recognise a resend."""
+    if (earlier := replayed(conn, delivery)) is not None:
+        return earlier
+    prefix = delivery.envelope.prefix
+    partner_id = delivery.partner.id
+    location = find_location(conn, partner_id=partner_id, external_id=order.location_id, path=f"{prefix}.location_id")
+    if order.unpaid and order.fulfillment_type in mapping.DELIVERY_TYPES and not location["allow_unpaid_delivery"]:
+        raise InvalidEvent(
+            [Problem(f"{prefix}.unpaid", "unpaid_delivery_not_allowed", "the location takes no unpaid deliveries")]
+        )
+    draft = mapping.draft_order(
+        order, prefix=prefix, region=location["country"], prep_time_minutes=location["prep_time_minutes"]
+    )
+    now = delivery.received_at
+    if _is_paused(location, now):
+        draft.warnings.append(
+            {"code": "location_paused", "message": "the location is paused; the order was stored", "path": None}
+        )
+    row = {
+        **draft.values,
+        "id": new_id("ord"),
+        "partner_id": partner_id,
+        "location_id": location["id"],
+        "content_hash": content_hash,
+        "tracking_token": new_token(),
+        "created_at": now,
+        "updated_at": now,
+    }
+    answer = Outcome(200, _created_body(row, location_id=location["external_id"], base_url=base_url, duplicate=False))
+    event_id = _record_event(conn, delivery, order_id=row["id"], answer=answer)
+    if event_id is None:
+        return _stored_answer(conn, delivery)
+    insert_order = _insert_ignoring(conn.dialect.name, orders, _ORDER_KEY, orders.c.id)
+    if conn.execute(insert_order, {**row, "inbound_event_id": event_id}).scalar() is None:
+        return _resent_order(conn, location, order, content_hash=content_hash, event_id=event_id, base_url=base_url)
+    conn.execute(_INSERT_LINES, [{"order_id": row["id"], **line} for line in draft.line_items])
+    orders_service.record_history(
+        conn,
+        order_id=row["id"],
+        actor=domain.Actor.POS.value,
+        to_status=draft.status.value,
+        details={"event": delivery.envelope.event.value, "envelope": delivery.envelope.kind},
+        inbound_event_id=event_id,
+    )
+    publish(
+        conn,
+        OrderCreated(
+            order_id=row["id"],
+            partner_id=partner_id,
+            location_id=location["id"],
+            fulfillment_type=order.fulfillment_type.value,
+            status=draft.status.value,
+            is_future_order=draft.is_future,
+            requested_for=order.requested_for,
+            at=now,
+        ),
+    )
+    return answer
+
+
+def _resent_order(
+    conn: Connection, location: RowMapping, order: OrderIn, *, content_hash: str, event_id: int, base_url: str
+) -> Outcome:
+    existing = (
+        conn.execute(
+            sa.select(orders)
+            .where(orders.c.partner_id == location["partner_id"])
+            .where(orders.c.location_id == location["id"])
+            .where(orders.c.source_order_id == order.pos_order_id)
+        )
+        .mappings()
+        .one()
+    )
+    if existing["content_hash"] != content_hash:
+        raise ApiError(
+            409,
+            "order_conflict",
+            f"order {order.pos_order_id!r} was already received with different content",
+            details={"order_id": existing["id"], "pos_order_id": order.pos_order_id},
+        )
+    body = _created_body(existing, location_id=location["external_id"], base_url=base_url, duplicate=True)
+    answer = Outcome(200, body)
+    _answer_event(conn, event_id, answer, order_id=existing["id"])
+    return answer
+
+
+# --- status changes ------------------------------------------------------------------------------
+
+
+def _change(
+    conn: Connection,
+    delivery: Delivery,
+    *,
+    pos_order_id: str,
+    location_id: str | None,
+    target: domain.OrderStatus,
+    reason: str | None,
+    extra: dict[str, Any] | None,
+) -> Outcome:
+    if (earlier := replayed(conn, delivery)) is not None:
+        return earlier
+    order = find_order(conn, partner_id=delivery.partner.id, pos_order_id=pos_order_id, location_id=location_id)
+    event_id = _record_event(conn, delivery, order_id=order["id"])
+    if event_id is None:
+        return _stored_answer(conn, delivery)
+    try:
+        result = orders_service.change_status(
+            conn,
+            order=order,
+            target=target,
+            actor=domain.Actor.POS,
+            reason=reason,
+            extra=extra,
+            inbound_event_id=event_id,
+        )
+    except domain.IllegalTransition as err:
+        raise ApiError(
+            409,
+            "illegal_transition",
+            str(err),
+            details={"from_status": err.current.value, "to_status": err.target.value},
+        ) from err
+    answer = Outcome(
+        200,
+        {
+            "accepted": True,
+            "duplicate": False,
+            "order": {
+                "id": order["id"],
+                "pos_order_id": order["source_order_id"],
+                "status": result.to_status.value,
+                "previous_status": result.from_status.value,
+                "changed": result.changed,
+            },
+        },
+    )
+    _answer_event(conn, event_id, answer)
+    return answer
+
+
+def change_order_status(conn: Connection, delivery: Delivery, event: StatusUpdateIn | CancelIn) -> Outcome:
+    """`order.status.updated` or `order.canceled`: move the order on (a repeat changes nothing).
+
+    A cancel stores the normalized reason and source, and the free text as sent.
+    """
+    if isinstance(event, CancelIn):
+        target = domain.OrderStatus.CANCELED
+    else:
+        target = domain.OrderStatus(event.status)
+    extra = None
+    if target is domain.OrderStatus.CANCELED:
+        extra = mapping.cancellation(
+            reason_text=event.reason, cancel_reason=event.cancel_reason, cancel_source=event.cancel_source
+        )
+    return _change(
+        conn,
+        delivery,
+        pos_order_id=event.pos_order_id,
+        location_id=event.location_id,
+        target=target,
+        reason=event.reason or (extra["cancel_reason"] if extra else None),
+        extra=extra,
+    )
+
+
+# --- location.status.updated ---------------------------------------------------------------------
+
+
+def update_location_status(conn: Connection, delivery: Delivery, update: LocationStatusIn) -> Outcome:
+    """`location.status.updated`: `active`/`online` opens the location, anything else pauses it."""
+    if (earlier := replayed(conn, delivery)) is not None:
+        return earlier
+    location = find_location(
+        conn,
+        partner_id=delivery.partner.id,
+        external_id=update.location_id,
+        path=f"{delivery.envelope.prefix}.location_id",
+    )
+    event_id = _record_event(conn, delivery)
+    if event_id is None:
+        return _stored_answer(conn, delivery)
+    status = "active" if update.status in ("active", "online") else "paused"
+    paused_until = update.paused_until if status == "paused" else None
+    conn.execute(
+        sa.update(locations)
+        .where(locations.c.id == location["id"])
+        .values(status=status, paused_until=paused_until, updated_at=delivery.received_at)
+    )
+    answer = Outcome(
+        200,
+        {
+            "accepted": True,
+            "duplicate": False,
+            "location": {
+                "id": location["external_id"],
+                "status": status,
+                "paused_until": paused_until.isoformat() if paused_until else None,
+                "previous_status": location["status"],
+            },
+        },
+    )
+    _answer_event(conn, event_id, answer)
+    return answer

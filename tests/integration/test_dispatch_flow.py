@@ -1,0 +1,87 @@
+"""Dispatch against both simulators over real HTTP, on SQLite and PostgreSQL: quote, choose, book, follow."""
+
+from __future__ import annotations
+
+import pytest
+
+from orderstream.deliveries.policy import Strategy
+from tests.deliveries_helpers import dispatch_stack
+from tests.factories import make_partner
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_asap_order_is_quoted_booked_and_delivered(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with dispatch_stack(db_url, monkeypatch) as stack:
+        partner = make_partner(stack.db)
+        order_id = stack.create_order(partner)
+        order = stack.wait_status(order_id, "completed")
+        assert order["delivery_status"] == "completed"
+        [attempt] = stack.attempts(order_id)
+        assert attempt["outcome"] == "delivered"
+        assert attempt["active_order_id"] is None
+        assert attempt["external_id"] == f"os-{order_id}-1"
+        assert attempt["courier"]["name"]
+        assert "*" in attempt["courier"]["phone"]
+        assert attempt["tracking_url"]
+        assert attempt["picked_up_at"] is not None
+        statuses = [h["to_status"] for h in stack.history(order_id) if h["kind"] == "status"]
+        assert statuses[-2:] == ["out_for_delivery", "completed"]
+        assert stack.bookings(attempt["provider"], attempt["external_id"]) == 1
+        with stack.client() as client:
+            body = client.get(
+                f"/v1/orders/{order_id}/deliveries", headers={"Authorization": f"Bearer {partner.api_key}"}
+            ).json()
+        assert body["delivery_status"] == "completed"
+        assert [a["outcome"] for a in body["data"]] == ["delivered"]
+
+
+@pytest.mark.parametrize("strategy", [Strategy.CHEAPEST, Strategy.PREFERRED])
+def test_strategy_and_fee_cap_choose_the_provider(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, strategy: Strategy
+) -> None:
+    with dispatch_stack(db_url, monkeypatch) as stack:
+        partner = make_partner(stack.db)
+        stack.set_policy(partner, allowed_providers=("uber", "doordash"), strategy=strategy)
+        order_id = stack.create_order(partner)
+        attempts = stack.wait_attempts(order_id, lambda a: a[0]["state"] == "booked" or a[0]["state"] == "ended")
+        context = attempts[0]["context"]
+        assert context["strategy"] == strategy.value
+        assert set(context["quotes"]) == {"uber", "doordash"}
+        if strategy is Strategy.PREFERRED:
+            assert attempts[0]["provider"] == "uber"
+        else:
+            cheapest = min(context["quotes"], key=lambda p: (context["quotes"][p], p != "uber"))
+            assert attempts[0]["provider"] == cheapest
+
+
+def test_fee_cap_leaves_out_expensive_quotes_and_fails_the_order(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with dispatch_stack(db_url, monkeypatch) as stack:
+        partner = make_partner(stack.db)
+        stack.set_policy(partner, max_fee=1)
+        order_id = stack.create_order(partner)
+        stack.wait_status(order_id, "failed")
+        assert stack.attempts(order_id) == []
+        reasons = [h["reason"] or "" for h in stack.history(order_id)]
+        assert any("over the maximum 1" in r for r in reasons)
+
+
+def test_unpaid_order_goes_only_to_a_provider_that_collects_cash(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with dispatch_stack(db_url, monkeypatch) as stack:
+        partner = make_partner(stack.db, allow_unpaid_delivery=True)
+        stack.set_policy(partner, allowed_providers=("uber", "doordash"), strategy=Strategy.PREFERRED)
+        order_id = stack.create_order(partner, unpaid=True)
+        attempts = stack.wait_attempts(order_id, lambda a: a[0]["state"] != "booking")
+        assert [a["provider"] for a in attempts] == ["doordash"]
+
+
+def test_unpaid_order_without_a_cash_provider_fails_with_the_reason(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with dispatch_stack(db_url, monkeypatch) as stack:
+        partner = make_partner(stack.db, allow_unpaid_delivery=True)
+        stack.set_policy(partner, allowed_providers=("uber",))
+        order_id = stack.create_order(partner, unpaid=True)
+        order = stack.wait_status(order_id, "failed")
+        assert order["status"] == "failed"
+        assert any("cannot collect cash" in (h["reason"] or "") for h in stack.history(order_id))
