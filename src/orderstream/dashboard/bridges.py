@@ -43,11 +43,12 @@ class FeatureMissing(Exception):
 
 
 class BridgeRefused(Exception):
-    """The feature refused the action (its own stable code and message)."""
+    """The feature refused the action: its own stable code and message, 404, 409 or 422 as it answers."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int = 409) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status if status in (404, 409, 422) else 409
 
 
 def _module(conn: Connection, feature: features.Feature, name: str) -> ModuleType | None:
@@ -206,7 +207,7 @@ def redispatch(conn: Connection, *, order_id: str, actor_text: str, only: str | 
             conn, order_id=order_id, actor="operator", reason=actor_text, then_dispatch=True, exclude=exclude, only=only
         )
     except service.DispatchError as exc:
-        raise BridgeRefused(exc.code, str(exc)) from exc
+        raise BridgeRefused(exc.code, str(exc), exc.status) from exc
 
 
 def dispatch_policy(conn: Connection, *, location_id: int, settings: Settings) -> dict[str, Any] | None:
@@ -232,7 +233,7 @@ def set_dispatch_policy(conn: Connection, *, location_id: int, values: dict[str,
             redispatch_window_minutes=values.get("redispatch_window_minutes"),
         )
     except ValueError as exc:
-        raise BridgeRefused("invalid_policy", str(exc)) from exc
+        raise BridgeRefused("invalid_policy", str(exc), 422) from exc
     service.set_policy(conn, location_id=location_id, policy=policy)
 
 
@@ -279,7 +280,7 @@ def assign_driver(conn: Connection, *, order: Any, driver_id: str, settings: Set
     try:
         own.assign(conn, loc=location, delivery_id=active["provider_delivery_id"], driver_id=driver_id, apply=apply)
     except own.DriversError as exc:
-        raise BridgeRefused(exc.code, str(exc)) from exc
+        raise BridgeRefused(exc.code, str(exc), exc.status) from exc
 
 
 # --- notifications ---------------------------------------------------------------------------------
@@ -316,7 +317,7 @@ def resend_notification(conn: Connection, *, order_id: str, notification_id: str
         .first()
     )
     if row is None:
-        raise BridgeRefused("notification_not_found", "no such notification for this order")
+        raise BridgeRefused("notification_not_found", "no such notification for this order", 404)
     top = conn.execute(
         sa.select(sa.func.max(table.c.seq)).where(table.c.order_id == order_id, table.c.kind == row["kind"])
     ).scalar()

@@ -97,7 +97,7 @@ def _run_action(request: Request, ctx: Context, order_id: str, name: str, fn: An
         with db_of(request).write() as conn:
             fn(conn)
     except actions.ActionRefused as exc:
-        return _order_page(request, ctx, order_id, error=str(exc), status_code=409)
+        return _order_page(request, ctx, order_id, error=f"{exc} ({exc.code})", status_code=exc.status)
     except bridges.FeatureMissing as exc:
         return _order_page(request, ctx, order_id, error=str(exc), status_code=409)
     return RedirectResponse(f"/dashboard/orders/{order_id}?done={name}", status_code=303)
