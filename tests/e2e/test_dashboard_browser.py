@@ -19,12 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from orderstream.db import Database
-from orderstream.tenancy import service as tenancy
 from tests.e2e import harness
 from tests.e2e.conftest import Launcher
-from tests.factories import PartnerFixture
-from tests.orders_api_helpers import seed_order
 
 pytestmark = pytest.mark.e2e
 
@@ -62,9 +58,9 @@ def add_user(db_url: str, email: str, *, role: str, locations: str = "") -> None
     assert proc.returncode == 0, proc.stderr
 
 
-def pos_order(location_id: str, pos_order_id: str) -> dict[str, Any]:
-    """A legacy-envelope in-store pickup order, as in the Stream docs."""
-    return {
+def pos_order(location_id: str, pos_order_id: str, *, delivery: bool = False) -> dict[str, Any]:
+    """A legacy-envelope in-store order as in the Stream docs (pickup, or delivery to an address)."""
+    order: dict[str, Any] = {
         "event": "order.created",
         "data": {
             "order": {
@@ -97,10 +93,22 @@ def pos_order(location_id: str, pos_order_id: str) -> dict[str, Any]:
             }
         },
     }
+    if delivery:
+        order["data"]["order"]["fulfillment_type"] = "delivery"
+        order["data"]["order"]["delivery_address"] = {
+            "street": "500 Market St",
+            "city": "Anytown",
+            "state": "CA",
+            "zip": "12345",
+            "country": "US",
+        }
+    return order
 
 
-def post_order(server: harness.ServerProcess, partner: harness.Partner, pos_order_id: str) -> httpx.Response:
-    body = json.dumps(pos_order(partner.location_id, pos_order_id)).encode()
+def post_order(
+    server: harness.ServerProcess, partner: harness.Partner, pos_order_id: str, *, delivery: bool = False
+) -> httpx.Response:
+    body = json.dumps(pos_order(partner.location_id, pos_order_id, delivery=delivery)).encode()
     with server.client() as client:
         return client.post(
             f"/pos/{partner.slug}/webhook", content=body, headers=harness.signed_headers(partner.secret, body)
@@ -130,11 +138,8 @@ def test_sign_in_watch_a_pos_order_arrive_open_it_and_cancel_it(
     email = f"chef_{uuid.uuid4().hex[:8]}@example.com"
     add_user(db_url, email, role="merchant", locations=f"{partner.slug}/{partner.location_id}")
     server = launch.server(db_url, env={"ORDERSTREAM_DASHBOARD_SSE_POLL_SECONDS": "0.3"})
-    probe = post_order(server, partner, f"probe_{uuid.uuid4().hex[:6]}")
-    if probe.status_code == 404:
-        pytest.skip("the POS webhook (POST /pos/{partner}/webhook) is not on this branch yet")
-    assert probe.status_code == 200, probe.text
-
+    for n, delivery in enumerate((True, False)):  # orders already there when the board opens
+        assert post_order(server, partner, f"earlier_{n}_{uuid.uuid4().hex[:4]}", delivery=delivery).status_code == 200
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     page = context.new_page()
     sign_in(page, server.base_url, email)
@@ -174,8 +179,8 @@ def test_another_merchants_order_is_404_and_a_form_without_csrf_is_rejected(
     email = f"chef_{uuid.uuid4().hex[:8]}@example.com"
     add_user(db_url, email, role="merchant", locations=f"{mine.slug}/{mine.location_id}")
     server = launch.server(db_url)
-    their_order = seed_through_api_or_db(db_url, server, theirs)
-    my_order = seed_through_api_or_db(db_url, server, mine)
+    their_order = order_through_pos(server, theirs)
+    my_order = order_through_pos(server, mine)
 
     context = browser.new_context(viewport={"width": 390, "height": 844})  # a phone
     page = context.new_page()
@@ -202,22 +207,14 @@ def test_another_merchants_order_is_404_and_a_form_without_csrf_is_rejected(
     context.close()
 
 
-def seed_through_api_or_db(db_url: str, server: harness.ServerProcess, partner: harness.Partner) -> str:
-    """An order of the partner: through the POS webhook when this branch has it, else stored directly."""
+def order_through_pos(server: harness.ServerProcess, partner: harness.Partner) -> str:
+    """Post a new order through the POS webhook; its orderstream id, looked up through the order API."""
     pos_order_id = f"pos_order_{uuid.uuid4().hex[:6]}"
     resp = post_order(server, partner, pos_order_id)
-    if resp.status_code == 200:
-        with server.client() as client:
-            found = client.get(f"/v1/locations/{partner.location_id}/orders/{pos_order_id}", headers=partner.auth)
-        return str(found.json()["id"])
-    db = Database.from_url(db_url, pool_size=1)
-    try:
-        with db.read() as conn:
-            row = tenancy.require_partner(conn, slug=partner.slug)
-        fixture = PartnerFixture(partner.slug, int(row["id"]), partner.secret, partner.api_key, partner.location_id)
-        return seed_order(db, fixture, pos_order_id=pos_order_id, fulfillment_type="pickup")
-    finally:
-        db.dispose()
+    assert resp.status_code == 200, resp.text
+    with server.client() as client:
+        found = client.get(f"/v1/locations/{partner.location_id}/orders/{pos_order_id}", headers=partner.auth)
+    return str(found.json()["id"])
 
 
 def test_an_open_event_stream_does_not_hold_up_a_graceful_stop(db_url: str, launch: Launcher) -> None:

@@ -1,11 +1,7 @@
-"""Dashboard sections backed by dispatch and notifications, on SQLite and PostgreSQL.
-
-Each test skips, saying why, while its feature is not installed in this tree.
-"""
+"""Dashboard sections backed by dispatch, own drivers and notifications, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -17,29 +13,20 @@ from fastapi.testclient import TestClient
 from orderstream.app import create_app
 from orderstream.config import Settings
 from orderstream.db import Database, utcnow
+from orderstream.deliveries import service as dispatch
+from orderstream.deliveries.models import delivery_attempts
+from orderstream.deliveries.providers.own_drivers import service as own
+from orderstream.deliveries.providers.own_drivers.models import driver_deliveries
 from orderstream.jobs.models import jobs
+from orderstream.notifications import service as notify
+from orderstream.notifications.domain import Kind
+from orderstream.notifications.models import notifications
 from orderstream.orders.models import order_history
 from orderstream.tenancy import service as tenancy
+from orderstream.tenancy.models import locations
 from tests.dashboard_helpers import csrf_of, make_user, sign_in
 from tests.factories import PartnerFixture, make_partner
 from tests.orders_api_helpers import seed_order
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-needs_dispatch = pytest.mark.skipif(
-    not _installed("orderstream.deliveries.service"),
-    reason="dispatch (orderstream.deliveries.service) is not on this branch yet",
-)
-needs_notifications = pytest.mark.skipif(
-    not _installed("orderstream.notifications.service"),
-    reason="notifications (orderstream.notifications.service) is not on this branch yet",
-)
 
 
 @pytest.fixture
@@ -55,7 +42,6 @@ def partner(db: Database) -> PartnerFixture:
 
 def seed_attempt(db: Database, order_id: str, **values: Any) -> int:
     """Store a delivery attempt as dispatch would have (test data, no provider involved)."""
-    from orderstream.deliveries.models import delivery_attempts
 
     now = utcnow()
     number = values.pop("number", 1)
@@ -89,7 +75,6 @@ def location_pk(db: Database, partner: PartnerFixture) -> int:
     return int(row["id"])
 
 
-@needs_dispatch
 def test_order_page_lists_every_delivery_attempt(client: TestClient, db: Database, partner: PartnerFixture) -> None:
     order_id = seed_order(db, partner)
     seed_attempt(
@@ -127,7 +112,6 @@ def test_order_page_lists_every_delivery_attempt(client: TestClient, db: Databas
     assert 'href="https://example.com/proof.jpg"' in table
 
 
-@needs_dispatch
 def test_board_shows_the_provider_filters_by_it_and_knows_the_courier(
     client: TestClient, db: Database, partner: PartnerFixture
 ) -> None:
@@ -159,7 +143,6 @@ def test_board_shows_the_provider_filters_by_it_and_knows_the_courier(
     assert '<option value="uber"' in board
 
 
-@needs_dispatch
 def test_redispatch_without_an_active_delivery_queues_a_dispatch(
     client: TestClient, db: Database, partner: PartnerFixture
 ) -> None:
@@ -188,11 +171,9 @@ def test_redispatch_without_an_active_delivery_queues_a_dispatch(
     assert any(r and email in r for r in reasons)
 
 
-@needs_dispatch
 def test_redispatch_with_an_active_delivery_cancels_it_first_and_skips_its_provider(
     client: TestClient, db: Database, partner: PartnerFixture
 ) -> None:
-    from orderstream.deliveries.models import delivery_attempts
 
     order_id = seed_order(db, partner)
     attempt_id = seed_attempt(db, order_id, provider="uber")
@@ -214,7 +195,6 @@ def test_redispatch_with_an_active_delivery_cancels_it_first_and_skips_its_provi
     assert cancel_job is not None
 
 
-@needs_dispatch
 def test_a_pickup_order_has_no_dispatch_actions_and_refuses_them(
     client: TestClient, db: Database, partner: PartnerFixture
 ) -> None:
@@ -231,11 +211,9 @@ def test_a_pickup_order_has_no_dispatch_actions_and_refuses_them(
     assert "not dispatched" in resp.text
 
 
-@needs_dispatch
 def test_location_dispatch_policy_is_saved_through_dispatch(
     client: TestClient, db: Database, partner: PartnerFixture, settings: Settings
 ) -> None:
-    from orderstream.deliveries import service as dispatch
 
     loc = location_pk(db, partner)
     sign_in(client, make_user(db, role="merchant", partners=(partner,)))
@@ -269,7 +247,6 @@ def test_location_dispatch_policy_is_saved_through_dispatch(
     assert policy["redispatch_window_minutes"] == 20
 
 
-@needs_dispatch
 def test_charts_show_fees_by_provider_and_the_redispatch_rate(
     client: TestClient, db: Database, partner: PartnerFixture
 ) -> None:
@@ -287,13 +264,9 @@ def test_charts_show_fees_by_provider_and_the_redispatch_rate(
     assert "50% (1/2)" in html
 
 
-@needs_notifications
 def test_notifications_are_listed_and_one_can_be_sent_again(
     client: TestClient, db: Database, partner: PartnerFixture, settings: Settings
 ) -> None:
-    from orderstream.notifications import service as notify
-    from orderstream.notifications.domain import Kind
-    from orderstream.notifications.models import notifications
 
     order_id = seed_order(db, partner, customer_phone="+14155550123", customer_email="jane.doe@example.com")
     with db.write() as conn:
@@ -325,11 +298,9 @@ def test_notifications_are_listed_and_one_can_be_sent_again(
     )
 
 
-@needs_notifications
 def test_location_notification_settings_are_saved_through_notifications(
     client: TestClient, db: Database, partner: PartnerFixture
 ) -> None:
-    from orderstream.notifications import service as notify
 
     loc = location_pk(db, partner)
     sign_in(client, make_user(db, role="merchant", partners=(partner,)))
@@ -359,3 +330,75 @@ def test_location_notification_settings_are_saved_through_notifications(
     assert "reminder" in saved["disabled_kinds"]
     assert "confirmed" not in saved["disabled_kinds"]
     assert saved["overrides"]["confirmed"]["sms"]["text"] == "Thanks! Order {{ order_number }} is in."
+
+
+def test_an_own_driver_is_assigned_through_the_fleet_and_dispatch(
+    client: TestClient, db: Database, partner: PartnerFixture
+) -> None:
+
+    order_id = seed_order(db, partner)
+    now = utcnow()
+    with db.write() as conn:
+        loc = conn.execute(sa.select(locations).where(locations.c.id == location_pk(db, partner))).mappings().one()
+        driver, _token = own.add_driver(conn, loc=loc, name="Sam Driver", phone="+14155550188", on_shift=True)
+        conn.execute(
+            sa.insert(driver_deliveries).values(
+                id=f"drd_{order_id[-12:]}",
+                external_id=f"{order_id}-1",
+                order_id=order_id,
+                location_id=loc["id"],
+                status="unassigned",
+                fee=500,
+                currency="usd",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    attempt_id = seed_attempt(
+        db,
+        order_id,
+        provider="own_drivers",
+        provider_delivery_id=f"drd_{order_id[-12:]}",
+        delivery_status="pending_driver_confirmation",
+        fee=500,
+    )
+    sign_in(client, make_user(db, role="merchant", partners=(partner,)))
+    page = client.get(f"/dashboard/orders/{order_id}").text
+    assert 'id="driver-form"' in page
+    assert "Sam Driver" in page
+
+    resp = client.post(
+        f"/dashboard/orders/{order_id}/assign-driver",
+        data={"csrf_token": csrf_of(page), "driver_id": driver["id"], "confirmed": "yes"},
+        follow_redirects=True,
+    )
+
+    assert "The driver is assigned." in resp.text
+    with db.read() as conn:
+        delivery = (
+            conn.execute(sa.select(driver_deliveries).where(driver_deliveries.c.order_id == order_id)).mappings().one()
+        )
+        attempt = (
+            conn.execute(sa.select(delivery_attempts).where(delivery_attempts.c.id == attempt_id)).mappings().one()
+        )
+    assert (delivery["driver_id"], delivery["status"]) == (driver["id"], "assigned")
+    assert attempt["delivery_status"] == "enroute_to_pickup"
+    assert (attempt["courier"] or {}).get("name") == "Sam Driver"
+
+
+def test_assigning_a_driver_needs_an_own_driver_delivery(
+    client: TestClient, db: Database, partner: PartnerFixture
+) -> None:
+    order_id = seed_order(db, partner)
+    seed_attempt(db, order_id, provider="doordash")
+    sign_in(client, make_user(db))
+    page = client.get(f"/dashboard/orders/{order_id}").text
+    assert 'id="driver-form"' not in page
+
+    resp = client.post(
+        f"/dashboard/orders/{order_id}/assign-driver",
+        data={"csrf_token": csrf_of(page), "driver_id": "drv_x", "confirmed": "yes"},
+    )
+
+    assert resp.status_code == 409
+    assert "choose that provider first" in resp.text

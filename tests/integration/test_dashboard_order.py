@@ -222,7 +222,23 @@ def test_a_webhook_of_another_order_cannot_be_replayed_through_this_one(
         f"/dashboard/orders/{second}/webhooks/{delivery_id}/replay", data={"csrf_token": token, "confirmed": "yes"}
     )
 
-    assert resp.status_code == 409
+    assert resp.status_code == 404
     with db.read() as conn:
         status = sa.select(webhook_deliveries.c.status).where(webhook_deliveries.c.id == delivery_id)
         assert conn.execute(status).scalar_one() == "failed"
+
+
+def test_an_unknown_cancel_reason_is_a_422_naming_the_field(
+    client: TestClient, db: Database, partner: PartnerFixture
+) -> None:
+    order_id = seed_order(db, partner)
+    sign_in(client, make_user(db))
+    token = csrf_of(client.get(f"/dashboard/orders/{order_id}").text)
+
+    resp = client.post(
+        f"/dashboard/orders/{order_id}/cancel", data={"csrf_token": token, "reason": "bored", "confirmed": "yes"}
+    )
+
+    assert resp.status_code == 422
+    assert "reason: choose one of the listed reasons (invalid_reason)" in resp.text
+    assert status_of(db, order_id) == "received"

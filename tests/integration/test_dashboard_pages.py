@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from orderstream.app import create_app
 from orderstream.config import Settings
-from orderstream.dashboard import charts
+from orderstream.dashboard import charts, features
 from orderstream.db import Database, utcnow
 from orderstream.jobs import outbox
 from orderstream.jobs.models import jobs
@@ -66,16 +66,36 @@ def test_a_merchant_changes_prep_time_and_pauses_only_their_own_location(client:
     assert f"/dashboard/locations/{their_loc}" not in listing
 
 
-def test_sections_of_missing_features_say_so(client: TestClient, db: Database) -> None:
+def test_sections_of_a_missing_feature_say_so(
+    client: TestClient, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     partner = make_partner(db)
+    order_id = seed_order(db, partner)
+    absent = features.Feature("dispatch", "orderstream.not_installed_here", ("delivery_attempts",))
+    monkeypatch.setattr(features, "DISPATCH", absent)
     sign_in(client, make_user(db))
-    html = client.get(f"/dashboard/locations/{location_pk(db, partner)}").text
+
+    location = client.get(f"/dashboard/locations/{location_pk(db, partner)}").text
+    order = client.get(f"/dashboard/orders/{order_id}").text
+    charts_page = client.get("/dashboard/charts").text
+    token = csrf_of(order)
+    refused = client.post(f"/dashboard/orders/{order_id}/redispatch", data={"csrf_token": token, "confirmed": "yes"})
+
+    missing = "dispatch is not installed on this server yet (orderstream.not_installed_here or its tables are missing)"
+    assert missing in location
+    assert missing in order
+    assert missing in charts_page
+    assert 'id="redispatch-form"' not in order
+    assert refused.status_code == 409
+    assert missing in refused.text
+    assert 'name="provider" disabled' in client.get("/dashboard/board").text
+
+
+def test_a_feature_is_present_only_with_its_module_and_its_tables(db: Database) -> None:
     with db.read() as conn:
-        has = {t: sa.inspect(conn).has_table(t) for t in ("delivery_attempts", "notifications")}
-    if not has["delivery_attempts"]:
-        assert "dispatch is not installed on this server yet" in html
-    if not has["notifications"]:
-        assert "notifications is not installed on this server yet" in html
+        assert features.available(conn, features.DISPATCH)
+        assert not features.available(conn, features.Feature("a", "orderstream.not_installed_here", ("jobs",)))
+        assert not features.available(conn, features.Feature("b", "orderstream.jobs", ("no_such_table",)))
 
 
 def test_admin_rotates_a_secret_and_sees_the_overlap(client: TestClient, db: Database) -> None:

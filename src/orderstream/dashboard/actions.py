@@ -25,11 +25,12 @@ CANCEL_REASONS = {
 
 
 class ActionRefused(Exception):
-    """An action that cannot be carried out now (e.g. the order is already completed)."""
+    """An action that cannot be carried out now (409), on something missing (404), or with bad input (422)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int = 409) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status
 
 
 def _locked_order(conn: Connection, order_id: str) -> Any:
@@ -62,7 +63,7 @@ def _move(
 def cancel(conn: Connection, *, user: User, order_id: str, reason: str, note: str | None) -> None:
     """Cancel the order; dispatch and notifications react to the status change like for any cancel."""
     if reason not in CANCEL_REASONS:
-        raise ActionRefused("invalid_reason", "choose one of the listed reasons")
+        raise ActionRefused("invalid_reason", "reason: choose one of the listed reasons", status=422)
     note = (note or "").strip()[:500] or None
     text = f"{CANCEL_REASONS[reason]} (by {user.email})" + (f": {note}" if note else "")
     _move(
@@ -93,10 +94,10 @@ def replay_webhook(conn: Connection, *, user: User, order: Any, delivery_id: str
     try:
         detail = webhooks_service.get_delivery(conn, delivery_id=delivery_id, partner_id=order["partner_id"])
         if _delivery_order(conn, delivery_id) != order["id"]:
-            raise ActionRefused("delivery_not_found", "no such webhook for this order")
+            raise ActionRefused("delivery_not_found", "no such webhook for this order", status=404)
         webhooks_service.replay_delivery(conn, delivery_id=delivery_id, partner_id=order["partner_id"])
     except webhooks_service.WebhooksError as exc:
-        raise ActionRefused(exc.code, str(exc)) from exc
+        raise ActionRefused(exc.code, str(exc), exc.status if exc.status in (404, 422) else 409) from exc
     audit.record(
         conn,
         user=user,
@@ -116,7 +117,7 @@ def redispatch(conn: Connection, *, user: User, order_id: str, provider: str | N
     try:
         bridges.redispatch(conn, order_id=order_id, actor_text=f"{what} by {user.email}", only=provider)
     except bridges.BridgeRefused as exc:
-        raise ActionRefused(exc.code, str(exc)) from exc
+        raise ActionRefused(exc.code, str(exc), exc.status) from exc
     audit.record(
         conn,
         user=user,
@@ -124,6 +125,15 @@ def redispatch(conn: Connection, *, user: User, order_id: str, provider: str | N
         order_id=order_id,
         details={"provider": provider} if provider else None,
     )
+
+
+def assign_driver(conn: Connection, *, user: User, order: Any, driver_id: str, settings: Settings) -> None:
+    """Give the order's own-driver delivery to one of the location's drivers."""
+    try:
+        bridges.assign_driver(conn, order=order, driver_id=driver_id, settings=settings)
+    except bridges.BridgeRefused as exc:
+        raise ActionRefused(exc.code, str(exc), exc.status) from exc
+    audit.record(conn, user=user, action="assign_driver", order_id=order["id"], details={"driver_id": driver_id})
 
 
 def resend_notification(
@@ -135,7 +145,7 @@ def resend_notification(
             conn, order_id=order_id, notification_id=notification_id, settings=settings
         )
     except bridges.BridgeRefused as exc:
-        raise ActionRefused(exc.code, str(exc)) from exc
+        raise ActionRefused(exc.code, str(exc), exc.status) from exc
     audit.record(
         conn,
         user=user,

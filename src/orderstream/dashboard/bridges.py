@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from orderstream.config import Settings
 from orderstream.dashboard import features
 from orderstream.dashboard.late import COURIER_ASSIGNED
+from orderstream.tenancy.models import locations
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,12 @@ class FeatureMissing(Exception):
 
 
 class BridgeRefused(Exception):
-    """The feature refused the action (its own stable code and message)."""
+    """The feature refused the action: its own stable code and message, 404, 409 or 422 as it answers."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, status: int = 409) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status if status in (404, 409, 422) else 409
 
 
 def _module(conn: Connection, feature: features.Feature, name: str) -> ModuleType | None:
@@ -205,7 +207,7 @@ def redispatch(conn: Connection, *, order_id: str, actor_text: str, only: str | 
             conn, order_id=order_id, actor="operator", reason=actor_text, then_dispatch=True, exclude=exclude, only=only
         )
     except service.DispatchError as exc:
-        raise BridgeRefused(exc.code, str(exc)) from exc
+        raise BridgeRefused(exc.code, str(exc), exc.status) from exc
 
 
 def dispatch_policy(conn: Connection, *, location_id: int, settings: Settings) -> dict[str, Any] | None:
@@ -231,8 +233,54 @@ def set_dispatch_policy(conn: Connection, *, location_id: int, values: dict[str,
             redispatch_window_minutes=values.get("redispatch_window_minutes"),
         )
     except ValueError as exc:
-        raise BridgeRefused("invalid_policy", str(exc)) from exc
+        raise BridgeRefused("invalid_policy", str(exc), 422) from exc
     service.set_policy(conn, location_id=location_id, policy=policy)
+
+
+# --- own drivers ----------------------------------------------------------------------------------
+
+
+def _own_driver_delivery(conn: Connection, order: Any) -> tuple[ModuleType, Any, Any] | None:
+    own = _module(conn, features.OWN_DRIVERS, "orderstream.deliveries.providers.own_drivers.service")
+    dispatch = _module(conn, features.DISPATCH, "orderstream.deliveries.service")
+    if own is None or dispatch is None:
+        return None
+    active = dispatch.active_attempt(conn, order["id"])
+    if active is None or active["provider"] != "own_drivers" or not active["provider_delivery_id"]:
+        return None
+    location = conn.execute(sa.select(locations).where(locations.c.id == order["location_id"])).mappings().one()
+    return own, active, location
+
+
+def own_drivers(conn: Connection, order: Any) -> list[dict[str, Any]] | None:
+    """The location's active drivers when the order's active delivery is with the merchant's own drivers."""
+    found = _own_driver_delivery(conn, order)
+    if found is None:
+        return None
+    own, _active, location = found
+    drivers: list[dict[str, Any]] = own.list_drivers(conn, loc=location)
+    return drivers
+
+
+def assign_driver(conn: Connection, *, order: Any, driver_id: str, settings: Settings) -> None:
+    """Give the order's own-driver delivery to a driver; dispatch applies the change like a driver's report."""
+    if not features.available(conn, features.OWN_DRIVERS):
+        raise FeatureMissing(features.OWN_DRIVERS)
+    found = _own_driver_delivery(conn, order)
+    if found is None:
+        raise BridgeRefused(
+            "no_own_driver_delivery", "the active delivery is not with your own drivers: choose that provider first"
+        )
+    own, active, location = found
+    dispatch = importlib.import_module("orderstream.deliveries.service")
+
+    def apply(inner: Connection, update: Any) -> None:
+        dispatch.apply_update(inner, update, actor="operator", settings=settings)
+
+    try:
+        own.assign(conn, loc=location, delivery_id=active["provider_delivery_id"], driver_id=driver_id, apply=apply)
+    except own.DriversError as exc:
+        raise BridgeRefused(exc.code, str(exc), exc.status) from exc
 
 
 # --- notifications ---------------------------------------------------------------------------------
@@ -269,7 +317,7 @@ def resend_notification(conn: Connection, *, order_id: str, notification_id: str
         .first()
     )
     if row is None:
-        raise BridgeRefused("notification_not_found", "no such notification for this order")
+        raise BridgeRefused("notification_not_found", "no such notification for this order", 404)
     top = conn.execute(
         sa.select(sa.func.max(table.c.seq)).where(table.c.order_id == order_id, table.c.kind == row["kind"])
     ).scalar()

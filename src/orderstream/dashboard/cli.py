@@ -39,9 +39,7 @@ def _read_password(from_stdin: bool) -> str:
 def add_command(
     email: str,
     role: users_service.Role = typer.Option(..., "--role", help="admin (everything) or merchant (its locations)"),
-    locations: str = typer.Option(
-        "", "--locations", help="merchant only: PARTNER_SLUG/LOCATION_ID, comma-separated (repeatable)"
-    ),
+    locations: str = typer.Option("", "--locations", help="merchant only: PARTNER_SLUG/LOCATION_ID, comma-separated"),
     password_stdin: bool = typer.Option(
         False, "--password-stdin", help="read the password from the first line of stdin"
     ),

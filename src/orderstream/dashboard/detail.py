@@ -33,6 +33,7 @@ class OrderPage:
     allowed: dict[str, bool]
     missing: dict[str, str]
     providers: list[str]
+    drivers: list[dict[str, Any]] | None  # the location's drivers when an own driver can be assigned
     timezone: str
 
 
@@ -103,6 +104,7 @@ def allowed_actions(order: RowMapping) -> dict[str, bool]:
         "cancel": domain.can_transition(ftype, status, domain.OrderStatus.CANCELED),
         "mark_ready": domain.can_transition(ftype, status, domain.OrderStatus.READY_FOR_PICKUP),
         "dispatch": open_ and domain.is_dispatched(ftype),
+        "open": open_,
     }
 
 
@@ -133,6 +135,7 @@ def load(conn: Connection, order: RowMapping, *, revealed: bool) -> OrderPage:
         allowed=allowed_actions(order),
         missing=missing,
         providers=bridges.providers(conn),
+        drivers=bridges.own_drivers(conn, order),
         timezone=order["location_timezone"],
     )
 

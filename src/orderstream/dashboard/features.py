@@ -20,6 +20,9 @@ class Feature:
 
 DISPATCH = Feature("dispatch", "orderstream.deliveries.service", ("delivery_attempts",))
 NOTIFICATIONS = Feature("notifications", "orderstream.notifications.service", ("notifications",))
+OWN_DRIVERS = Feature(
+    "own drivers", "orderstream.deliveries.providers.own_drivers.service", ("driver_deliveries", "delivery_attempts")
+)
 WEBHOOKS_OUT = Feature("outbound webhooks", "orderstream.webhooks_out", ("webhook_deliveries",))
 POS_INTAKE = Feature("POS webhook intake", "orderstream.pos.views", ("inbound_events",))
 
@@ -32,12 +35,12 @@ def _module_exists(name: str) -> bool:
 
 
 # (database URL, feature) -> present; code and schema only change with a deploy, which restarts the process
-_seen: dict[tuple[str, str], bool] = {}
+_seen: dict[tuple[str, Feature], bool] = {}
 
 
 def available(conn: Connection, feature: Feature) -> bool:
     """True when the feature's code is installed and its tables are in this database."""
-    key = (conn.engine.url.render_as_string(hide_password=True), feature.name)
+    key = (conn.engine.url.render_as_string(hide_password=True), feature)
     if key not in _seen:
         present = _module_exists(feature.module)
         if present:
