@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from typing import Any
 
@@ -45,18 +44,6 @@ _PG_INSERT_NOTIFY = _pg_insert_notify(keyed=False)
 _PG_INSERT_NOTIFY_KEYED = _pg_insert_notify(keyed=True)
 
 
-@functools.cache
-def _insert_statement(dialect: str, *, keyed: bool) -> Any:
-    """The job INSERT ... RETURNING id, skipping a duplicate active (kind, key) when keyed; built once."""
-    stmt: Any
-    if keyed and dialect in ("postgresql", "sqlite"):
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        stmt = insert(jobs).on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
-    else:
-        stmt = sa.insert(jobs)
-    return stmt.returning(jobs.c.id)
-
-
 def enqueue(
     conn: Connection,
     *,
@@ -87,8 +74,6 @@ def enqueue(
         "updated_at": now,
     }
     dialect = conn.dialect.name
-    # values apart from the statement: SQLAlchemy reuses the compiled statement instead of rebuilding it
-    row = conn.execute(_insert_statement(dialect, keyed=key is not None), values).first()
     # prebuilt statements, values apart: SQLAlchemy reuses the compiled statement instead of rebuilding it
     if dialect == "postgresql":
         # one round-trip: the insert and, when it inserted, the NOTIFY that wakes the workers
