@@ -65,12 +65,37 @@ def sqlite_url(tmp_path: object) -> str:
     return url
 
 
+def _empty_pg_database(url: str) -> None:
+    """Empty every table (not the migration version), so each test starts as on a fresh SQLite file."""
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            # a process a test killed may leave a session holding locks for a moment: end them first
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            tables = conn.exec_driver_sql(
+                "SELECT quote_ident(tablename) FROM pg_tables "
+                "WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            ).scalars()
+            names = ", ".join(tables)
+            if names:
+                conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest) -> str:
-    """A migrated database URL, once per backend."""
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated database URL, once per backend; on PostgreSQL emptied after each test (jobs, caps and
+    rows of one test never leak into the next, as with SQLite's file per test)."""
     if request.param == "sqlite":
-        return str(request.getfixturevalue("sqlite_url"))
-    return str(request.getfixturevalue("pg_url"))
+        yield str(request.getfixturevalue("sqlite_url"))
+        return
+    url = str(request.getfixturevalue("pg_url"))
+    yield url
+    _empty_pg_database(url)
 
 
 @pytest.fixture
