@@ -14,6 +14,7 @@ from orderstream.deliveries.providers.own_drivers import service
 from orderstream.deliveries.providers.own_drivers.provider import OwnDriversProvider
 from orderstream.deliveries.providers.own_drivers.service import DriversError
 from orderstream.deliveries.providers.own_drivers.settings import OwnDriversSettings
+from orderstream.deliveries.registry import ProviderRegistry
 from tests.factories import make_partner
 from tests.own_drivers_helpers import Updates, add_driver, delivery_request, new_order
 
@@ -275,17 +276,20 @@ def test_drivers_add_list_shift_and_deactivate(db: Database) -> None:
     assert caught.value.code == "driver_not_found"
 
 
-def test_the_registry_factory_opens_and_closes_its_own_pool(db: Database, db_url: str) -> None:
+def test_the_registry_factory_uses_the_shared_database(db: Database, db_url: str) -> None:
     partner = make_partner(db)
     add_driver(db, partner, "Sam")
-    provider = OwnDriversProvider.from_settings(Settings(database_url=db_url))
+    registry = ProviderRegistry(Settings(database_url=db_url), db)
     try:
+        provider = registry.get("own_drivers")
+        assert isinstance(provider, OwnDriversProvider)
+        assert provider.db is db  # no pool of its own
         assert provider.name == "own_drivers"
         assert provider.capabilities().cash_collection
         booked = provider.book(delivery_request(new_order(db, partner)))
         assert booked.status is DeliveryStatus.ENROUTE_TO_PICKUP
     finally:
-        provider.close()
+        registry.close()
     with pytest.raises(WebhookRejected) as caught:
         provider.parse_webhook(b"{}", {})
     assert caught.value.status == 404

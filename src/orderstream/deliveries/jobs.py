@@ -83,7 +83,7 @@ class _Round:
 def dispatch(ctx: JobContext) -> None:
     """Find a courier for an order: resume an unfinished booking, or quote, choose and book with fallback."""
     order_id = str(ctx.payload["order_id"])
-    registry = providers(ctx.services, ctx.settings)
+    registry = providers(ctx.services, ctx.settings, ctx.db)
     with ctx.db.read() as conn:
         order = service.get_order(conn, order_id)
         if order is None or not service.is_dispatchable(order):
@@ -339,7 +339,7 @@ def check_acceptance(ctx: JobContext) -> None:
         return
     if DeliveryStatus(attempt["delivery_status"]) in rules.COURIER_ASSIGNED or attempt["cancel_requested_at"]:
         return
-    provider = providers(ctx.services, ctx.settings).get(attempt["provider"])
+    provider = providers(ctx.services, ctx.settings, ctx.db).get(attempt["provider"])
     with ctx.db.write() as conn:
         service.mark_cancel_purpose(conn, attempt_id=attempt_id, purpose="no_courier")
     try:
@@ -385,7 +385,7 @@ def cancel_delivery(ctx: JobContext) -> None:
         return
     if attempt["state"] == service.BOOKING:
         raise RetryableError("the booking is still in flight", retry_after=2.0)
-    provider = providers(ctx.services, ctx.settings).get(attempt["provider"])
+    provider = providers(ctx.services, ctx.settings, ctx.db).get(attempt["provider"])
     try:
         outcome = provider.cancel(_ref(attempt))
     except ProviderError as err:
@@ -408,7 +408,7 @@ def reconcile(ctx: JobContext) -> None:
         return
     quiet = timedelta(seconds=ctx.settings.dispatch_quiet_seconds)
     if attempt["last_event_at"] is None or utcnow() - attempt["last_event_at"] >= quiet:
-        provider = providers(ctx.services, ctx.settings).get(attempt["provider"])
+        provider = providers(ctx.services, ctx.settings, ctx.db).get(attempt["provider"])
         try:
             snapshot = provider.get(_ref(attempt))
         except ProviderError as err:

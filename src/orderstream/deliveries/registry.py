@@ -1,7 +1,7 @@
-"""Delivery providers by name: one factory per provider, built from settings once per process.
+"""Delivery providers by name: one factory per provider, built once per process.
 
-A new provider adds ONE line to FACTORIES: `"name": factory`, where factory(settings) returns an
-object implementing `orderstream.deliveries.protocol.DeliveryProvider`.
+A new provider adds ONE line to FACTORIES: `"name": factory`, where factory(settings, db) returns an
+object implementing `orderstream.deliveries.protocol.DeliveryProvider` (db: the process's shared Database).
 """
 
 from __future__ import annotations
@@ -11,28 +11,30 @@ from collections.abc import Callable
 from typing import Any
 
 from orderstream.config import Settings
+from orderstream.db import Database
 from orderstream.deliveries import sandbox
 from orderstream.deliveries.protocol import DeliveryProvider
 
-ProviderFactory = Callable[[Settings], DeliveryProvider]
+ProviderFactory = Callable[[Settings, Database], DeliveryProvider]
 
 
-def _doordash(settings: Settings) -> DeliveryProvider:
+def _doordash(settings: Settings, _db: Database) -> DeliveryProvider:
     from orderstream.deliveries.providers.doordash.provider import DoorDashProvider
 
     return DoorDashProvider(sandbox.doordash_settings(settings))
 
 
-def _uber(settings: Settings) -> DeliveryProvider:
+def _uber(settings: Settings, _db: Database) -> DeliveryProvider:
     from orderstream.deliveries.providers.uber.provider import UberDirectProvider
 
     return UberDirectProvider(sandbox.uber_settings(settings))
 
 
-def _own_drivers(settings: Settings) -> DeliveryProvider:
+def _own_drivers(_settings: Settings, db: Database) -> DeliveryProvider:
     from orderstream.deliveries.providers.own_drivers.provider import OwnDriversProvider
+    from orderstream.deliveries.providers.own_drivers.settings import OwnDriversSettings
 
-    return OwnDriversProvider.from_settings(settings)
+    return OwnDriversProvider(db, OwnDriversSettings())
 
 
 FACTORIES: dict[str, ProviderFactory] = {
@@ -52,8 +54,9 @@ class UnknownProvider(KeyError):
 class ProviderRegistry:
     """Provider instances by name, built on first use and closed with the process's services."""
 
-    def __init__(self, settings: Settings, factories: dict[str, ProviderFactory] | None = None) -> None:
+    def __init__(self, settings: Settings, db: Database, factories: dict[str, ProviderFactory] | None = None) -> None:
         self.settings = settings
+        self.db = db
         self.factories = dict(FACTORIES if factories is None else factories)
         self._built: dict[str, DeliveryProvider] = {}
         self._lock = threading.Lock()
@@ -69,14 +72,8 @@ class ProviderRegistry:
                 factory = self.factories.get(name)
                 if factory is None:
                     raise UnknownProvider(name)
-                self._built[name] = factory(self.settings)
+                self._built[name] = factory(self.settings, self.db)
             return self._built[name]
-
-    def add(self, provider: DeliveryProvider) -> None:
-        """Use this instance for its name (tests, embedding)."""
-        with self._lock:
-            self._built[provider.name] = provider
-            self.factories.setdefault(provider.name, lambda _settings: provider)
 
     def close(self) -> None:
         """Close every built provider that holds connections."""
@@ -88,11 +85,11 @@ class ProviderRegistry:
             self._built.clear()
 
 
-def providers(services: dict[str, Any], settings: Settings) -> ProviderRegistry:
+def providers(services: dict[str, Any], settings: Settings, db: Database) -> ProviderRegistry:
     """The process's registry, kept in the shared services (closed by bootstrap.close_services)."""
     with _services_lock:
         registry = services.get(SERVICE_KEY)
         if not isinstance(registry, ProviderRegistry):
-            registry = ProviderRegistry(settings)
+            registry = ProviderRegistry(settings, db)
             services[SERVICE_KEY] = registry
         return registry

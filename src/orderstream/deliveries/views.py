@@ -80,7 +80,7 @@ async def provider_webhook(request: Request, provider: ProviderName) -> JSONResp
     if len(body) > MAX_PROVIDER_BODY:
         raise ApiError(413, "payload_too_large", "webhook body too large")
     try:
-        adapter = providers(request.app.state.services, _settings(request)).get(provider)
+        adapter = providers(request.app.state.services, _settings(request), _db(request)).get(provider)
     except UnknownProvider:
         raise ApiError(404, "unknown_provider", f"no provider {provider!r}") from None
     try:
@@ -143,7 +143,7 @@ def _order_or_404(conn: Connection, order_id: str) -> None:
 def _check_provider(request: Request, name: str | None, path: str) -> None:
     if name is None:
         return
-    if name not in providers(request.app.state.services, _settings(request)).names():
+    if name not in providers(request.app.state.services, _settings(request), _db(request)).names():
         raise ApiError(
             422,
             "validation_error",

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from orderstream.config import Settings
 from orderstream.db import Database, utcnow
 from orderstream.deliveries.protocol import (
     CancelOutcome,
@@ -54,22 +53,10 @@ class OwnDriversProvider:
         settings: OwnDriversSettings | None = None,
         *,
         clock: Callable[[], datetime] = utcnow,
-        owns_db: bool = False,
     ) -> None:
-        self.db = db
+        self.db = db  # the process's shared Database (the registry passes it)
         self.settings = settings or OwnDriversSettings()
         self.now = clock
-        self.owns_db = owns_db
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> OwnDriversProvider:
-        """The provider of a process (the registry's factory): a small pool of its own on the configured database."""
-        return cls(Database.from_url(settings.database_url, pool_size=4), OwnDriversSettings(), owns_db=True)
-
-    def close(self) -> None:
-        """Close the pool when this provider opened it."""
-        if self.owns_db:
-            self.db.dispose()
 
     def capabilities(self) -> Capabilities:
         """Drivers collect cash, take scheduled runs and tips; proof of delivery (photo/signature URL) is optional."""
