@@ -9,7 +9,7 @@ job's next run books again with the same id, so the provider returns the one del
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -139,31 +139,32 @@ def _candidates(registry: ProviderRegistry, rnd: _Round) -> list[DeliveryProvide
 
 
 def _quote_all(
-    ctx: JobContext, candidates: list[DeliveryProvider], request: DeliveryRequest, rnd: _Round
+    ctx: JobContext,
+    registry: ProviderRegistry,
+    candidates: list[DeliveryProvider],
+    request: DeliveryRequest,
+    rnd: _Round,
 ) -> tuple[list[Quote], bool]:
     """Quotes from every candidate in parallel, within the timeout; and whether a retry could help."""
     quotes: list[Quote] = []
     retry = False
-    pool = ThreadPoolExecutor(max_workers=max(1, len(candidates)), thread_name_prefix="dispatch-quote")
-    try:
-        futures = {pool.submit(p.quote, request): p.name for p in candidates}
-        done, late = wait(futures, timeout=ctx.settings.dispatch_quote_timeout_seconds, return_when="ALL_COMPLETED")
-        for future in late:
+    futures = {registry.quote_pool().submit(p.quote, request): p.name for p in candidates}
+    done, late = wait(futures, timeout=ctx.settings.dispatch_quote_timeout_seconds, return_when="ALL_COMPLETED")
+    for future in late:
+        future.cancel()  # still queued: never asked; already running: its answer is left out
+        retry = True
+        rnd.reasons.append(f"{futures[future]}: no quote within {ctx.settings.dispatch_quote_timeout_seconds}s")
+    for future in done:
+        name = futures[future]
+        try:
+            quotes.append(future.result())
+        except ProviderError as err:
+            retry = retry or err.retryable
+            rnd.reasons.append(f"{name}: {err.code}")
+        except Exception as err:  # noqa: BLE001 - one broken adapter must not stop the others
             retry = True
-            rnd.reasons.append(f"{futures[future]}: no quote within {ctx.settings.dispatch_quote_timeout_seconds}s")
-        for future in done:
-            name = futures[future]
-            try:
-                quotes.append(future.result())
-            except ProviderError as err:
-                retry = retry or err.retryable
-                rnd.reasons.append(f"{name}: {err.code}")
-            except Exception as err:  # noqa: BLE001 - one broken adapter must not stop the others
-                retry = True
-                rnd.reasons.append(f"{name}: {type(err).__name__}")
-                log.exception("quote crashed", extra={"order_id": request.order_id, "provider": name})
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+            rnd.reasons.append(f"{name}: {type(err).__name__}")
+            log.exception("quote crashed", extra={"order_id": request.order_id, "provider": name})
     return quotes, retry
 
 
@@ -173,7 +174,7 @@ def _new_round(ctx: JobContext, registry: ProviderRegistry, rnd: _Round, request
     if not candidates:
         _exhausted(ctx, rnd, "no allowed provider" if not rnd.reasons else "; ".join(rnd.reasons))
         return
-    quotes, retry = _quote_all(ctx, candidates, request, rnd)
+    quotes, retry = _quote_all(ctx, registry, candidates, request, rnd)
     ranked, rejected = rules.rank_quotes(quotes, rnd.policy, now=utcnow())
     rnd.reasons += [f"{r.provider}: {r.reason}" for r in rejected]
     log.info(

@@ -1,4 +1,4 @@
-"""Delivery providers by name: one factory per provider, built once per process.
+"""Delivery providers by name: one factory per provider, built once per process; and the pool that asks for quotes.
 
 A new provider adds ONE line to FACTORIES: `"name": factory`, where factory(settings, db) returns an
 object implementing `orderstream.deliveries.protocol.DeliveryProvider` (db: the process's shared Database).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from orderstream.config import Settings
@@ -52,7 +53,7 @@ class UnknownProvider(KeyError):
 
 
 class ProviderRegistry:
-    """Provider instances by name, built on first use and closed with the process's services."""
+    """Provider instances by name, built on first use, and one quote pool; closed with the process's services."""
 
     def __init__(self, settings: Settings, db: Database, factories: dict[str, ProviderFactory] | None = None) -> None:
         self.settings = settings
@@ -60,6 +61,15 @@ class ProviderRegistry:
         self.factories = dict(FACTORIES if factories is None else factories)
         self._built: dict[str, DeliveryProvider] = {}
         self._lock = threading.Lock()
+        self._quote_pool: ThreadPoolExecutor | None = None
+
+    def quote_pool(self) -> ThreadPoolExecutor:
+        """The long-lived pool dispatch rounds ask their quotes in (every worker slot, every provider at once)."""
+        with self._lock:
+            if self._quote_pool is None:
+                workers = max(1, self.settings.worker_concurrency) * max(1, len(self.factories))
+                self._quote_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch-quote")
+            return self._quote_pool
 
     def names(self) -> list[str]:
         """Every registered provider name."""
@@ -76,8 +86,11 @@ class ProviderRegistry:
             return self._built[name]
 
     def close(self) -> None:
-        """Close every built provider that holds connections."""
+        """Stop the quote pool and close every built provider that holds connections."""
         with self._lock:
+            if self._quote_pool is not None:
+                self._quote_pool.shutdown(wait=False, cancel_futures=True)
+                self._quote_pool = None
             for provider in self._built.values():
                 close = getattr(provider, "close", None)
                 if callable(close):
