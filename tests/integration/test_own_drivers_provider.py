@@ -16,6 +16,7 @@ from orderstream.deliveries.providers.own_drivers.service import DriversError
 from orderstream.deliveries.providers.own_drivers.settings import OwnDriversSettings
 from orderstream.deliveries.registry import ProviderRegistry
 from tests.factories import make_partner
+from tests.orders_api_helpers import seed_order
 from tests.own_drivers_helpers import Updates, add_driver, delivery_request, new_order
 
 
@@ -27,10 +28,12 @@ def _loc(db: Database, partner_id: int, location_id: str) -> RowMapping:
 def test_quote_needs_drivers_and_uses_fee_and_prep_time(db: Database) -> None:
     partner = make_partner(db)
     provider = OwnDriversProvider(db, OwnDriversSettings(travel_minutes=25))
-    order_id = new_order(db, partner)  # prep time 15 min on the order
+    order_id = seed_order(db, partner)  # a courier delivery order; prep time 15 min on the order
     with pytest.raises(ProviderRejected) as caught:
         provider.quote(delivery_request(order_id))
     assert caught.value.code == "no_drivers"
+    # a merchant-managed order has nobody else: it is quoted (and booked unassigned) without any driver
+    assert provider.quote(delivery_request(new_order(db, partner))).provider == "own_drivers"
 
     add_driver(db, partner, "Sam", on_shift=False)
     before = utcnow()

@@ -100,7 +100,7 @@ def dispatch(ctx: JobContext) -> None:
         rnd = _Round(
             order=order,
             location=location,
-            policy=service.get_policy(conn, location_id=int(order["location_id"]), settings=ctx.settings),
+            policy=service.order_policy(conn, order=order, settings=ctx.settings),
             number=service.next_number(conn, order_id),
             pickup_ready_at=pickup,
             dropoff_deadline=dropoff,
@@ -123,7 +123,7 @@ def _defer(ctx: JobContext, *, order_id: str, due: Any) -> None:
 
 
 def _candidates(registry: ProviderRegistry, rnd: _Round) -> list[DeliveryProvider]:
-    names = [rnd.only] if rnd.only else [p for p in rnd.policy.allowed_providers if p not in rnd.exclude]
+    names = rnd.policy.candidates(only=rnd.only, exclude=rnd.exclude)
     found: list[DeliveryProvider] = []
     for name in names:
         try:

@@ -32,6 +32,7 @@ from orderstream.deliveries.providers.own_drivers.statuses import (
     DriverStatus,
 )
 from orderstream.ids import new_id
+from orderstream.orders.domain import FulfillmentType
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,9 @@ class OwnDriversProvider:
         if where is None:
             raise ProviderRejected("unknown_order", f"no order {request.order_id!r}")
         if store.count_active_drivers(conn, location_id=where["location_id"]) == 0:
-            raise ProviderRejected("no_drivers", "this location has no drivers of its own")
+            if where["fulfillment_type"] != FulfillmentType.MERCHANT_MANAGED_DELIVERY.value:
+                raise ProviderRejected("no_drivers", "this location has no drivers of its own")
+            # nobody else may take a merchant-managed order: it waits unassigned until a driver is added and assigned
         return where
 
     def _etas(self, where: RowMapping, request: DeliveryRequest, now: datetime) -> mapping.Etas:
