@@ -99,12 +99,14 @@ def cancel(
     db = _db(_settings())
     try:
         with db.write() as conn:
-            active = service.active_attempt(conn, order_id)
-            exclude: list[str] = [active["provider"]] if active is not None and redispatch and provider is None else []
             row = service.request_cancel(
-                conn, order_id=order_id, actor=Actor.OPERATOR.value, reason=reason, then_dispatch=redispatch,
-                exclude=exclude, only=provider,
-            )  # fmt: skip
+                conn,
+                order_id=order_id,
+                actor=Actor.OPERATOR.value,
+                reason=reason,
+                then_dispatch=redispatch,
+                only=provider,
+            )
     except service.DispatchError as err:
         _fail(err.code, err.message)
         return

@@ -768,10 +768,15 @@ def request_cancel(
     exclude: list[str] | None = None,
     only: str | None = None,
 ) -> RowMapping:
-    """Ask (through a job) the provider to cancel the order's active attempt; optionally dispatch again after."""
+    """Ask (through a job) the provider to cancel the order's active attempt; optionally dispatch again after.
+
+    Dispatching again without a chosen provider (only) skips the canceled attempt's provider unless exclude is given.
+    """
     attempt = active_attempt(conn, order_id)
     if attempt is None:
         raise DispatchError(409, "no_active_delivery", "the order has no active delivery")
+    if exclude is None:
+        exclude = [attempt["provider"]] if then_dispatch and only is None else []
     order = get_order(conn, order_id)
     if then_dispatch and order is not None:
         _check_only(order, only)
@@ -780,7 +785,7 @@ def request_cancel(
         "actor": actor,
         "reason": reason,
         "then_dispatch": then_dispatch,
-        "exclude": exclude or [],
+        "exclude": exclude,
         "only": only,
     }
     context.setdefault("cancel_purpose", "redirect" if then_dispatch else "cancel")

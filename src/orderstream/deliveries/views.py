@@ -193,15 +193,12 @@ def admin_cancel(request: Request, order_id: OrderId, body: CancelDelivery) -> A
     _check_provider(request, body.provider, "body.provider")
     with _write(request) as conn:
         _order_or_404(conn, order_id)
-        active = service.active_attempt(conn, order_id)
-        exclude = [active["provider"]] if active is not None and body.redispatch and body.provider is None else []
         service.request_cancel(
             conn,
             order_id=order_id,
             actor=Actor.OPERATOR.value,
             reason=body.reason,
             then_dispatch=body.redispatch,
-            exclude=exclude,
             only=body.provider,
         )
         return _attempts(conn, order_id)
