@@ -139,9 +139,9 @@ def policy(
             _fail("invalid_acceptance_timeout", f"expected PROVIDER=SECONDS, got {item!r}")
         _check_provider(name)
     with db.write() as conn:
-        found = tenancy.get_partner(conn, slug=partner)
-        location = tenancy.get_location(conn, partner_id=int(found["id"]), external_id=location_id) if found else None
-        if location is None:
+        try:
+            location = tenancy.require_location(conn, partner_slug=partner, external_id=location_id)
+        except tenancy.TenancyError:
             _fail("location_not_found", f"no location {location_id} for partner {partner}")
             return
         current = service.get_policy(conn, location_id=int(location["id"]), settings=settings)

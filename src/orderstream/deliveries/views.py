@@ -232,10 +232,7 @@ def admin_put_policy(request: Request, slug: str, location_id: str, body: Policy
 
 
 def _location(conn: Connection, slug: str, location_id: str) -> Any:
-    partner = tenancy.get_partner(conn, slug=slug)
-    if partner is None:
-        raise ApiError(404, "partner_not_found", "no such partner")
-    location = tenancy.get_location(conn, partner_id=int(partner["id"]), external_id=location_id)
-    if location is None:
-        raise ApiError(404, "location_not_found", "no such location")
-    return location
+    try:
+        return tenancy.require_location(conn, partner_slug=slug, external_id=location_id)
+    except tenancy.TenancyError as err:
+        raise ApiError(404, err.code, str(err)) from err

@@ -127,10 +127,10 @@ def location(conn: Connection, *, partner_id: int, external_id: str) -> RowMappi
 
 def partner_location(conn: Connection, *, partner_slug: str, external_id: str) -> RowMapping:
     """A location by partner slug and the partner's location id (operator tools), or DriversError 404."""
-    partner = tenancy.get_partner(conn, slug=partner_slug)
-    if partner is None:
-        raise DriversError(404, "partner_not_found", f"no partner {partner_slug!r}")
-    return location(conn, partner_id=int(partner["id"]), external_id=external_id)
+    try:
+        return tenancy.require_location(conn, partner_slug=partner_slug, external_id=external_id)
+    except tenancy.TenancyError as err:
+        raise DriversError(404, err.code, str(err)) from err
 
 
 def add_driver(
