@@ -108,7 +108,8 @@ def dispatch(ctx: JobContext) -> None:
             only=ctx.payload.get("only"),
             actor=str(ctx.payload.get("actor") or domain.Actor.SYSTEM.value),
         )
-        request = rnd.request(conn, rnd.number)
+        if active is None:
+            request = rnd.request(conn, rnd.number)
     if active is not None:
         if active["state"] == service.BOOKING:
             _resume_booking(ctx, registry, rnd, active)
@@ -188,7 +189,7 @@ def _new_round(ctx: JobContext, registry: ProviderRegistry, rnd: _Round, request
     rnd.quotes = {q.provider: q.fee for q in quotes}
     number = rnd.number
     for quote in ranked:
-        outcome = _book_new(ctx, registry.get(quote.provider), rnd, quote, number)
+        outcome = _book_new(ctx, registry.get(quote.provider), rnd, quote, number, request)
         if outcome != "failed":
             return
         number += 1
@@ -197,10 +198,16 @@ def _new_round(ctx: JobContext, registry: ProviderRegistry, rnd: _Round, request
     _exhausted(ctx, rnd, "; ".join(rnd.reasons) or "no provider could take the delivery")
 
 
-def _book_new(ctx: JobContext, provider: DeliveryProvider, rnd: _Round, quote: Quote, number: int) -> str:
-    """Start attempt `number` with this quote and book it: booked, stopped (someone else is active) or failed."""
-    with ctx.db.read() as conn:
-        request = rnd.request(conn, number)
+def _book_new(
+    ctx: JobContext, provider: DeliveryProvider, rnd: _Round, quote: Quote, number: int, request: DeliveryRequest
+) -> str:
+    """Start attempt `number` with this quote and book it: booked, stopped (someone else is active) or failed.
+
+    request is the round's (attempt rnd.number); a later attempt number gets its own external id.
+    """
+    if number != rnd.number:
+        with ctx.db.read() as conn:
+            request = rnd.request(conn, number)
     if quote.external_id != request.external_id:
         try:
             quote = provider.quote(request)  # a quote is bound to the attempt's external id at some providers
