@@ -102,6 +102,7 @@ def test_a_merchant_managed_order_goes_to_the_locations_own_drivers_only(
         attempts = stack.wait_attempts(order_id, lambda a: a[-1]["delivery_status"] == "enroute_to_pickup")
         assert [a["provider"] for a in attempts] == ["own_drivers"]
         assert attempts[0]["courier"]["name"] == "Sam"
+        assert attempts[0]["courier"]["phone"] == "+1******0142"  # the provider masked it; not masked twice
         assert attempts[0]["accept_deadline"] is None  # nobody to fall back to: no acceptance timeout
         with stack.db.write() as conn, pytest.raises(DispatchError) as caught:
             request_cancel(conn, order_id=order_id, actor="operator", reason=None, then_dispatch=True, only="uber")

@@ -98,6 +98,7 @@ def test_phones_are_masked_and_ids_are_stable() -> None:
     assert rules.mask_phone("+16505550100") == "+*******0100"
     assert rules.mask_phone("123") == "***"
     assert rules.mask_phone(None) is None
+    assert rules.mask_phone("+*******0100") == "+*******0100"  # masking twice keeps the last four digits
     assert rules.external_id("ord_1", 2) == "os-ord_1-2"
 
 

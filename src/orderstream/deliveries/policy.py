@@ -223,6 +223,8 @@ def mask_phone(phone: str | None) -> str | None:
     """A phone number with all but the last four digits hidden."""
     if not phone:
         return None
+    if "*" in phone:
+        return phone  # masked already (own drivers mask their own): again would leave a digit or two
     digits = [c for c in phone if c.isdigit()]
     if len(digits) <= 4:
         return "*" * len(digits)
