@@ -70,7 +70,7 @@ class OwnDriversProvider:
         now = self.now()
         with self.db.read() as conn:
             where = self._where(conn, request)
-            fee = self._fee(conn, location_id=where["location_id"])
+            fee, _ = self._fleet(conn, location_id=where["location_id"])
         eta = self._etas(where, request, now)
         return mapping.quote(request, fee=fee, eta=eta, now=now, validity_seconds=self.settings.quote_validity_seconds)
 
@@ -105,8 +105,9 @@ class OwnDriversProvider:
         where = self._where(conn, request)
         location_id = where["location_id"]
         eta = self._etas(where, request, now)
+        fee, auto_assign = self._fleet(conn, location_id=location_id)
         driver_id = None
-        if self._auto_assign(conn, location_id=location_id):
+        if auto_assign:
             driver_id = mapping.least_busy(store.on_shift_candidates(conn, location_id=location_id))
         delivery_id = new_id("drd")
         store.insert_delivery(
@@ -117,7 +118,7 @@ class OwnDriversProvider:
             location_id=location_id,
             driver_id=driver_id,
             status=(DriverStatus.ASSIGNED if driver_id else DriverStatus.UNASSIGNED).value,
-            fee=quote.fee if quote is not None else self._fee(conn, location_id=location_id),
+            fee=quote.fee if quote is not None else fee,
             currency=request.currency,
             tip=request.tip,
             cash_to_collect=request.cash_to_collect,
@@ -222,17 +223,12 @@ class OwnDriversProvider:
             pickup_ready_at=request.pickup_ready_at,
         )
 
-    def _fee(self, conn: Connection, *, location_id: int) -> int:
-        fleet = store.fleet(conn, location_id=location_id)
-        if fleet is not None and fleet["fee"] is not None:
-            return int(fleet["fee"])
-        return self.settings.default_fee
-
-    def _auto_assign(self, conn: Connection, *, location_id: int) -> bool:
-        fleet = store.fleet(conn, location_id=location_id)
-        if fleet is not None and fleet["auto_assign"] is not None:
-            return bool(fleet["auto_assign"])
-        return self.settings.default_auto_assign
+    def _fleet(self, conn: Connection, *, location_id: int) -> tuple[int, bool]:
+        return mapping.fleet_values(
+            store.fleet(conn, location_id=location_id),
+            default_fee=self.settings.default_fee,
+            default_auto_assign=self.settings.default_auto_assign,
+        )
 
     def _require(self, conn: Connection, ref: DeliveryRef, *, lock: bool = False) -> RowMapping:
         row = store.get_delivery(conn, external_id=ref.external_id, lock=lock)

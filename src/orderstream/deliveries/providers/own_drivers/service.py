@@ -216,9 +216,9 @@ def driver_for_token(conn: Connection, *, token: str) -> RowMapping | None:
 
 def fleet_dict(conn: Connection, *, loc: RowMapping, default_fee: int, default_auto_assign: bool) -> dict[str, Any]:
     """A location's fleet settings, with the defaults filled in."""
-    row = store.fleet(conn, location_id=loc["id"])
-    fee = row["fee"] if row is not None and row["fee"] is not None else default_fee
-    auto = row["auto_assign"] if row is not None and row["auto_assign"] is not None else default_auto_assign
+    fee, auto = mapping.fleet_values(
+        store.fleet(conn, location_id=loc["id"]), default_fee=default_fee, default_auto_assign=default_auto_assign
+    )
     return {"location_id": loc["external_id"], "fee": fee, "auto_assign": auto}
 
 
