@@ -51,21 +51,8 @@ class Channels:
             self.http.close()
 
 
-def _sandbox_logging(settings: Settings) -> None:
-    """The sandbox shows its messages in the log: give this logger a handler when the process configured none."""
-    root = logging.getLogger()
-    if log.handlers or root.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(settings.log_level.upper())
-
-
 def build_channels(settings: Settings) -> Channels:
     """Twilio (or the in-process simulator, the sandbox default) and SMTP (or the log sink)."""
-    if settings.notifications_sms_backend == "simulator" or settings.notifications_email_backend == "log":
-        _sandbox_logging(settings)
     http = httpx.Client(
         timeout=httpx.Timeout(settings.http_timeout_seconds, connect=settings.http_connect_timeout_seconds)
     )
