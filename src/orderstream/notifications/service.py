@@ -25,7 +25,8 @@ from orderstream.notifications.models import (
     notifications,
 )
 from orderstream.notifications.render import display_phone, local_datetime, local_time, money, render
-from orderstream.orders.models import order_history, orders
+from orderstream.orders import service as orders_service
+from orderstream.orders.models import orders
 from orderstream.tenancy.models import locations
 
 log = logging.getLogger("orderstream.notifications")
@@ -112,23 +113,21 @@ def context(view: OrderView, settings: Settings, facts: dict[str, Any], notifica
 
 def record_history(conn: Connection, *, row: dict[str, Any] | RowMapping, status: str, reason: str | None) -> None:
     """An order-history entry for a message outcome (recipient masked)."""
-    conn.execute(
-        sa.insert(order_history).values(
-            order_id=row["order_id"],
-            at=utcnow(),
-            kind="notification",
-            actor="system",
-            reason=f"{row['channel']} {row['kind']} {status}" + (f": {reason}" if reason else ""),
-            details={
-                "notification_id": row["id"],
-                "kind": row["kind"],
-                "channel": row["channel"],
-                "status": status,
-                "reason": reason,
-                "recipient": row["recipient_masked"],
-                "provider_message_id": row.get("provider_message_id"),
-            },
-        )
+    orders_service.record_history(
+        conn,
+        order_id=row["order_id"],
+        kind="notification",
+        actor="system",
+        reason=f"{row['channel']} {row['kind']} {status}" + (f": {reason}" if reason else ""),
+        details={
+            "notification_id": row["id"],
+            "kind": row["kind"],
+            "channel": row["channel"],
+            "status": status,
+            "reason": reason,
+            "recipient": row["recipient_masked"],
+            "provider_message_id": row.get("provider_message_id"),
+        },
     )
 
 
