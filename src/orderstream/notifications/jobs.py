@@ -179,10 +179,7 @@ def _claim(ctx: JobContext, notification_id: str) -> _Claim | None:
             return None
         order = conn.execute(sa.select(orders).where(orders.c.id == row["order_id"])).mappings().one()
         channel = Channel(row["channel"])
-        if channel is Channel.SMS:
-            recipient, reason = domain.sms_recipient(order["customer_phone_e164"], order["customer_phone"])
-        else:
-            recipient, reason = domain.email_recipient(order["customer_email"])
+        recipient, reason = service.recipient_of(channel, order)
         if recipient is not None and domain.contact_hash(recipient) != row["recipient_hash"]:
             reason = "contact_changed"
         if reason is None and service.is_opted_out(conn, channel, row["recipient_hash"]):
@@ -232,11 +229,9 @@ def _send_sms(ctx: JobContext, claim: _Claim, channels: Channels) -> str:
 
 def _send_email(ctx: JobContext, claim: _Claim, channels: Channels) -> str:
     row = claim.row
-    prefs = None
     with ctx.db.read() as conn:
-        view = service.load(conn, row["order_id"])
-        prefs = view.prefs if view is not None else None
-    sender = (prefs["from_email"] if prefs is not None else None) or ctx.settings.notifications_from_email
+        from_email = service.location_settings(conn, location_id=row["location_id"])["from_email"]
+    sender = from_email or ctx.settings.notifications_from_email
     email = Email(
         notification_id=row["id"],
         sender=sender,
@@ -244,8 +239,7 @@ def _send_email(ctx: JobContext, claim: _Claim, channels: Channels) -> str:
         subject=row["subject"] or "",
         text=row["body_text"] or "",
         html=row["body_html"],
-        unsubscribe_url=f"{ctx.settings.public_base_url.rstrip('/')}/notifications/unsubscribe/"
-        + service.unsubscribe_token(ctx.settings, row["id"]),
+        unsubscribe_url=service.unsubscribe_url(ctx.settings, row["id"]),
     )
     return channels.email.send(email)
 

@@ -75,6 +75,12 @@ def unsubscribe_token(settings: Settings, notification_id: str) -> str:
     return f"{notification_id}.{mac}"
 
 
+def unsubscribe_url(settings: Settings, notification_id: str) -> str:
+    """The link in an e-mail that stops further e-mail to its recipient."""
+    token = unsubscribe_token(settings, notification_id)
+    return f"{settings.public_base_url.rstrip('/')}/notifications/unsubscribe/{token}"
+
+
 def check_unsubscribe_token(settings: Settings, token: str) -> str | None:
     """The notification id named by a valid unsubscribe token, else None."""
     notification_id, _, _ = token.partition(".")
@@ -106,8 +112,7 @@ def context(view: OrderView, settings: Settings, facts: dict[str, Any], notifica
         "tracking_url": tracking_url(settings, order["tracking_token"]),
         "pickup_address": address,
         "pickup_instructions": order["fulfillment_instructions"],
-        "unsubscribe_url": f"{settings.public_base_url.rstrip('/')}/notifications/unsubscribe/"
-        + unsubscribe_token(settings, notification_id),
+        "unsubscribe_url": unsubscribe_url(settings, notification_id),
     }
 
 
@@ -181,7 +186,8 @@ def _insert(conn: Connection, values: dict[str, Any]) -> bool:
     return conn.execute(stmt.returning(notifications.c.id)).first() is not None
 
 
-def _recipient(channel: Channel, order: RowMapping) -> tuple[str | None, str | None]:
+def recipient_of(channel: Channel, order: RowMapping) -> tuple[str | None, str | None]:
+    """(the order's phone or e-mail for this channel, None), or (None, why it cannot get a message)."""
     if channel is Channel.SMS:
         return domain.sms_recipient(order["customer_phone_e164"], order["customer_phone"])
     return domain.email_recipient(order["customer_email"])
@@ -227,7 +233,7 @@ def queue(
     now = utcnow()
     queued: list[str] = []
     for channel in Channel:
-        recipient, reason = _recipient(channel, view.order)
+        recipient, reason = recipient_of(channel, view.order)
         recipient_hash = domain.contact_hash(recipient) if recipient else None
         reason = reason or _skip_reason(conn, view, kind, channel, recipient_hash, now)
         if reason is None and recipient_hash is not None:
