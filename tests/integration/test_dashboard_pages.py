@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -11,8 +10,6 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from orderstream.app import create_app
-from orderstream.config import Settings
 from orderstream.dashboard import charts, features
 from orderstream.db import Database, utcnow
 from orderstream.jobs import outbox
@@ -22,12 +19,6 @@ from orderstream.tenancy.models import locations, partner_secrets
 from tests.dashboard_helpers import csrf_of, make_user, sign_in
 from tests.factories import PartnerFixture, make_partner
 from tests.orders_api_helpers import seed_order
-
-
-@pytest.fixture
-def client(settings: Settings, db: Database) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, db=db)) as c:
-        yield c
 
 
 def location_pk(db: Database, partner: PartnerFixture) -> int:
