@@ -28,7 +28,9 @@ def _start_statement(insert: Any) -> Any:
         orders.c.id == sa.bindparam("order_id")
     )
     columns = ["token", "order_id", "created_at", "version", "updated_at"]
-    return insert(tracking_tokens).from_select(columns, source).on_conflict_do_nothing()
+    # RETURNING, not rowcount: psycopg reports -1 for this INSERT ... SELECT, so a miss went unseen on PostgreSQL
+    stmt = insert(tracking_tokens).from_select(columns, source).on_conflict_do_nothing()
+    return stmt.returning(tracking_tokens.c.order_id)
 
 
 _START = {"postgresql": _start_statement(postgresql.insert), "sqlite": _start_statement(sqlite.insert)}
@@ -36,7 +38,7 @@ _START = {"postgresql": _start_statement(postgresql.insert), "sqlite": _start_st
 
 def start(conn: Connection, *, order_id: str, at: datetime) -> None:
     """Register the order's tracking token (the same one the order API's tracking_url shows)."""
-    if conn.execute(_START[conn.dialect.name], {"order_id": order_id, "at": at}).rowcount:
+    if conn.execute(_START[conn.dialect.name], {"order_id": order_id, "at": at}).first() is not None:
         return
     # nothing inserted: the row exists already, or there is no such order (an error, as before)
     if conn.execute(sa.select(orders.c.id).where(orders.c.id == order_id)).first() is None:
