@@ -47,13 +47,17 @@ def start(conn: Connection, *, order_id: str, at: datetime) -> None:
 
 def touch(conn: Connection, *, order_id: str, at: datetime, status: str | None = None, delivery: Any = None) -> None:
     """Bump the version (open pages refresh); record the end of the order and the latest delivery facts."""
-    start(conn, order_id=order_id, at=at)
     values: dict[str, Any] = {"version": tracking_tokens.c.version + 1, "updated_at": at}
     if delivery is not None:
         values["delivery"] = delivery
     if status in ENDED:
         values["ended_at"] = sa.func.coalesce(tracking_tokens.c.ended_at, at)
-    conn.execute(sa.update(tracking_tokens).where(tracking_tokens.c.order_id == order_id).values(**values))
+    update = sa.update(tracking_tokens).where(tracking_tokens.c.order_id == order_id).values(**values)
+    # the row nearly always exists (OrderCreated made it): one statement inside the caller's transaction
+    if conn.execute(update).rowcount:
+        return
+    start(conn, order_id=order_id, at=at)
+    conn.execute(update)
 
 
 def delivery_facts(event: Any) -> dict[str, Any]:
