@@ -52,3 +52,10 @@ def start_in_thread(
         time.sleep(0.02)
     bound = server.servers[0].sockets[0].getsockname()[1]
     return kind(app, server, thread, host, int(bound))
+
+
+def serve(app: Any, *, host: str, port: int) -> None:
+    """Serve app in the foreground until interrupted (the `orderstream simulate ...` commands)."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

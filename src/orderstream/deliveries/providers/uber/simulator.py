@@ -1411,9 +1411,7 @@ def start_in_thread(
 
 def run(config: SimulatorConfig, *, host: str = "127.0.0.1", port: int = 8300) -> None:
     """Serve the simulator with uvicorn until interrupted (the CLI command)."""
-    import uvicorn
-
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    simulators.serve(create_app(config), host=host, port=port)
 
 
 serve = run  # the DoorDash simulator's name for the same thing

@@ -301,6 +301,4 @@ def start_in_thread(
 
 def serve(config: SimulatorConfig, *, host: str = "127.0.0.1", port: int = 8720) -> None:
     """Run the simulator in the foreground (the CLI command)."""
-    import uvicorn
-
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    simulators.serve(create_app(config), host=host, port=port)
