@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -170,7 +170,7 @@ def delivery(
     dropoff_eta: datetime | None = None,
     attempt_id: int = 1,
 ) -> None:
-    """Publish DeliveryStatusChanged as dispatch does (no tracking URL of the provider)."""
+    """Publish DeliveryStatusChanged as dispatch does."""
     delivery_changed(
         db,
         partner,
@@ -178,7 +178,7 @@ def delivery(
         to_status,
         courier=courier,
         attempt_id=attempt_id,
-        pickup_minutes=5,
+        pickup_in=timedelta(minutes=5),
         dropoff_eta=dropoff_eta,
         tracking_url=None,
     )

@@ -218,7 +218,7 @@ def delivery_changed(
     courier: dict[str, Any] | None = None,
     provider: str = "doordash",
     attempt_id: int = 1,
-    pickup_minutes: float = 10,
+    pickup_in: timedelta = timedelta(minutes=10),
     dropoff_eta: datetime | None = None,
     tracking_url: str | None = "https://track.example.com/abc",
 ) -> None:
@@ -236,7 +236,7 @@ def delivery_changed(
                 from_status=from_status,
                 to_status=to_status,
                 courier=courier,
-                pickup_eta=now + timedelta(minutes=pickup_minutes),
+                pickup_eta=now + pickup_in,
                 dropoff_eta=dropoff_eta or now + timedelta(minutes=30),
                 tracking_url=tracking_url,
                 at=now,

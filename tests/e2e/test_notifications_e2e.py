@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -50,15 +51,22 @@ class SimProcess(harness.ManagedProcess):
             return False
 
 
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[SimProcess]:
-    proc = SimProcess(tmp_path / "logs")
+@contextmanager
+def running_sim(log_dir: Path, *extra: str) -> Iterator[SimProcess]:
+    """A started, ready simulator process, stopped at the end."""
+    proc = SimProcess(log_dir, *extra)
     proc.start()
     try:
         proc.wait_ready()
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimProcess]:
+    with running_sim(tmp_path / "logs") as proc:
+        yield proc
 
 
 @pytest.fixture
