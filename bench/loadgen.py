@@ -22,51 +22,15 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 # The in-store order example of Stream's docs (docs/in-store-orders.txt), the legacy envelope, as is.
-DOCS_EXAMPLE: dict[str, Any] = {
-    "event": "order.created",
-    "data": {
-        "order": {
-            "provider_id": "pos_order_123",
-            "location_id": "location_456",
-            "fulfillment_type": "delivery",
-            "customer": {"name": "John Doe", "phone": "+1234567890", "email": "john.doe@example.com"},
-            "delivery_address": {
-                "street": "123 Main St",
-                "city": "Anytown",
-                "state": "CA",
-                "zip": "12345",
-                "country": "US",
-            },
-            "line_items": [
-                {
-                    "name": "Cheeseburger",
-                    "quantity": 2,
-                    "price_amount": 1200,
-                    "price_currency": "usd",
-                    "provider_id": "item_789",
-                    "modifiers": [
-                        {
-                            "name": "Extra Cheese",
-                            "price_amount": 100,
-                            "price_currency": "usd",
-                            "provider_id": "modifier_101",
-                        }
-                    ],
-                }
-            ],
-            "subtotal_amount": 2400,
-            "tax_amount": 200,
-            "total_amount": 2600,
-            "currency": "usd",
-            "notes": "Extra crispy fries please",
-        }
-    },
-}
+DOCS_EXAMPLE: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "pos" / "legacy_order_created.json").read_text()
+)
 
 
 class EventFactory:

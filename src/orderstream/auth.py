@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from orderstream.db import Database
+from orderstream.app_state import db_of
 from orderstream.errors import ApiError
 from orderstream.tenancy import service as tenancy
 
@@ -37,7 +37,7 @@ def require_partner_key(
             "send an API key as 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    db: Database = request.app.state.db
+    db = db_of(request)
     with db.read() as conn:
         row = tenancy.partner_for_api_key(conn, key=credentials.credentials)
     if row is None:

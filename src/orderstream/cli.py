@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import typer
 
+from orderstream import cli_support
 from orderstream.config import Settings, load_settings
 from orderstream.dashboard.cli import users_app
 from orderstream.db import Database
@@ -33,38 +31,10 @@ app.add_typer(users_app, name="users")
 app.add_typer(drivers_app, name="drivers")
 
 
-def _settings() -> Settings:
-    return load_settings()
-
-
-def _db(settings: Settings) -> Database:
-    from orderstream.migrate import upgrade
-
-    if settings.is_sqlite:
-        upgrade(settings.database_url)
-    return Database.from_url(settings.database_url, pool_size=2)
-
-
 def _configure_logging(settings: Settings) -> None:
     from orderstream import logs
 
     logs.configure(settings.log_level, settings.log_output)
-
-
-def _fail(err: tenancy.TenancyError) -> None:
-    typer.echo(json.dumps({"error": {"code": err.code, "message": str(err)}}), err=True)
-    raise typer.Exit(code=1)
-
-
-def _out(obj: Any, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(obj, default=str))
-    elif isinstance(obj, list):
-        for item in obj:
-            typer.echo("  ".join(f"{k}={v}" for k, v in item.items() if not isinstance(v, dict)))
-    else:
-        for key, value in obj.items():
-            typer.echo(f"{key}: {value}")
 
 
 @app.command()
@@ -72,7 +42,7 @@ def migrate() -> None:
     """Apply every database migration."""
     from orderstream.migrate import upgrade
 
-    settings = _settings()
+    settings = load_settings()
     upgrade(settings.database_url)
     typer.echo("database is up to date")
 
@@ -85,7 +55,7 @@ def serve(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000))
     from orderstream.app import create_app
     from orderstream.migrate import upgrade
 
-    settings = _settings()
+    settings = load_settings()
     if "public_base_url" not in settings.model_fields_set:
         # links in messages and provider webhooks must reach this very process unless told otherwise
         local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -107,7 +77,7 @@ def worker(
     from orderstream.metrics import start_metrics_server
     from orderstream.migrate import upgrade
 
-    settings = _settings()
+    settings = load_settings()
     _configure_logging(settings)
     if settings.is_sqlite:
         upgrade(settings.database_url)
@@ -138,25 +108,25 @@ def partners_add(
     as_json: bool = typer.Option(False, "--json", help="print the record as one JSON object"),
 ) -> None:
     """Add a partner; prints its signing secret and API key (shown only now)."""
-    db = _db(_settings())
+    db = cli_support.open_db()
     try:
         with db.write() as conn:
             created = tenancy.create_partner(
                 conn, slug=slug, name=name, require_standard_webhooks=require_standard_webhooks
             )
     except tenancy.TenancyError as err:
-        _fail(err)
+        cli_support.fail(err.code, str(err))
         return
-    _out({**created.partner, "secret": created.secret, "api_key": created.api_key}, as_json)
+    cli_support.out({**created.partner, "secret": created.secret, "api_key": created.api_key}, as_json)
 
 
 @partners_app.command("list")
 def partners_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """List partners."""
-    db = _db(_settings())
+    db = cli_support.open_db()
     with db.read() as conn:
         rows = tenancy.list_partners(conn)
-    _out(rows, as_json)
+    cli_support.out(rows, as_json)
 
 
 @partners_app.command("rotate-secret")
@@ -168,16 +138,16 @@ def partners_rotate_secret(
     """Issue a new signing secret; older ones stay valid for the overlap window."""
     from datetime import timedelta
 
-    settings = _settings()
-    db = _db(settings)
+    settings = load_settings()
+    db = cli_support.open_db(settings)
     hours = settings.secret_overlap_hours if overlap_hours is None else overlap_hours
     try:
         with db.write() as conn:
             out = tenancy.rotate_secret(conn, slug=slug, overlap=timedelta(hours=hours))
     except tenancy.TenancyError as err:
-        _fail(err)
+        cli_support.fail(err.code, str(err))
         return
-    _out(out, as_json)
+    cli_support.out(out, as_json)
 
 
 @locations_app.command("add")
@@ -197,7 +167,7 @@ def locations_add(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Add a location for a partner."""
-    db = _db(_settings())
+    db = cli_support.open_db()
     try:
         with db.write() as conn:
             out = tenancy.add_location(
@@ -216,9 +186,9 @@ def locations_add(
                 allow_unpaid_delivery=allow_unpaid_delivery,
             )
     except tenancy.TenancyError as err:
-        _fail(err)
+        cli_support.fail(err.code, str(err))
         return
-    _out(out, as_json)
+    cli_support.out(out, as_json)
 
 
 @locations_app.command("update")
@@ -239,7 +209,7 @@ def locations_update(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Change a location."""
-    db = _db(_settings())
+    db = cli_support.open_db()
     try:
         with db.write() as conn:
             out = tenancy.update_location(
@@ -259,9 +229,9 @@ def locations_update(
                 allow_unpaid_delivery=allow_unpaid_delivery,
             )
     except tenancy.TenancyError as err:
-        _fail(err)
+        cli_support.fail(err.code, str(err))
         return
-    _out(out, as_json)
+    cli_support.out(out, as_json)
 
 
 @locations_app.command("list")
@@ -269,10 +239,10 @@ def locations_list(
     partner: str = typer.Option(None, "--partner"), as_json: bool = typer.Option(False, "--json")
 ) -> None:
     """List locations."""
-    db = _db(_settings())
+    db = cli_support.open_db()
     with db.read() as conn:
         rows = tenancy.list_locations(conn, partner_slug=partner)
-    _out(rows, as_json)
+    cli_support.out(rows, as_json)
 
 
 @simulate_app.command("doordash")

@@ -34,6 +34,7 @@ from orderstream.pos.models import inbound_events
 from orderstream.tenancy.models import partners
 from tests.e2e import harness
 from tests.e2e.conftest import Launcher
+from tests.pos_helpers import DOC_ORDER_CREATED
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -41,30 +42,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TOTAL = 2000
 CONNECTIONS = 8
 KILL_AFTER = (600, 1300)  # answers received before each kill -9
-DOCS_ORDER: dict[str, Any] = {
-    "event": "order.created",
-    "data": {
-        "order": {
-            "provider_id": "pos_order_123",
-            "location_id": "location_456",
-            "fulfillment_type": "delivery",
-            "customer": {"name": "John Doe", "phone": "+1234567890", "email": "john.doe@example.com"},
-            "delivery_address": {"street": "123 Main St", "city": "Anytown", "state": "CA", "zip": "12345",
-                                 "country": "US"},
-            "line_items": [
-                {"name": "Cheeseburger", "quantity": 2, "price_amount": 1200, "price_currency": "usd",
-                 "provider_id": "item_789",
-                 "modifiers": [{"name": "Extra Cheese", "price_amount": 100, "price_currency": "usd",
-                                "provider_id": "modifier_101"}]}
-            ],
-            "subtotal_amount": 2400,
-            "tax_amount": 200,
-            "total_amount": 2600,
-            "currency": "usd",
-            "notes": "Extra crispy fries please",
-        }
-    },
-}  # fmt: skip
+DOCS_ORDER: dict[str, Any] = json.loads(DOC_ORDER_CREATED.read_text())  # the docs' example, as is
 
 
 @dataclass

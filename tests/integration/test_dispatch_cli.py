@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from orderstream.cli import app
+from tests.cli_helpers import cli_json
 from tests.deliveries_helpers import dispatch_stack
 from tests.factories import make_partner
 
 pytestmark = pytest.mark.timeout(120)
-runner = CliRunner()
 
 
 def cli(*args: str) -> Any:
     """Run the CLI; the parsed JSON output, or the failing result."""
-    result = runner.invoke(app, ["dispatch", *args])
-    if result.exit_code != 0:
-        return result
-    return json.loads(result.stdout)
+    return cli_json("dispatch", *args)
 
 
 def test_dispatch_cli(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,21 +6,15 @@ import json
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from orderstream.cli import app
 from orderstream.db import Database
+from tests.cli_helpers import cli_json
 from tests.factories import make_partner
-
-runner = CliRunner()
 
 
 def cli(*args: str) -> Any:
     """Run `orderstream drivers ...`; the parsed JSON output, or the failing result."""
-    result = runner.invoke(app, ["drivers", *args])
-    if result.exit_code != 0:
-        return result
-    return json.loads(result.stdout)
+    return cli_json("drivers", *args)
 
 
 def test_drivers_cli(db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

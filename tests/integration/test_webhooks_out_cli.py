@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from orderstream.cli import app
 from orderstream.db import Database
+from tests.cli_helpers import cli_json
 from tests.factories import make_partner
 from tests.webhooks_out_helpers import JobDriver, Receiver, Reply, insert_order, set_status, webhook_settings
-
-runner = CliRunner()
 
 
 def cli(*args: str) -> Any:
     """Run the CLI; the parsed JSON output, or the failing result."""
-    result = runner.invoke(app, ["webhooks", *args])
-    if result.exit_code != 0:
-        return result
-    return json.loads(result.stdout)
+    return cli_json("webhooks", *args)
 
 
 def test_webhooks_cli(db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from orderstream.dashboard import admin
 from orderstream.db import Database
 from orderstream.jobs.models import jobs
 from orderstream.jobs.registry import JobContext, RetryableError
@@ -469,6 +470,22 @@ def test_alert_is_logged_past_the_alert_rate_and_response_excerpts_are_bounded(
             conn.execute(sa.select(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)).mappings().one()
         )
     assert endpoint["paused_until"] is None
+
+
+def test_the_dashboard_counts_the_window_as_the_breaker_does(db: Database, db_url: str, receiver: Receiver) -> None:
+    partner = make_partner(db)
+    endpoint_id, _ = add_endpoint(db, partner, receiver.url())
+    receiver.script = [Reply(500)]
+    settings = webhook_settings(
+        db_url, webhook_health_min_attempts=4, webhook_alert_failure_rate=0.2, webhook_pause_failure_rate=0.9
+    )
+    for _ in range(3):
+        set_status(db, insert_order(db, partner), "preparing")
+    JobDriver(db, settings, partner).drain()
+    with db.read() as conn:
+        shown = {e["id"]: e for e in admin.endpoints_health(conn, settings=settings)}[endpoint_id]
+    assert (shown["attempts_in_window"], shown["failed_in_window"], shown["health"]) == (4, 1, "alert")
+    assert shown["partner"] == partner.slug
 
 
 def test_order_deliveries_lists_an_orders_deliveries_with_their_attempts_as_get_delivery_does(

@@ -13,8 +13,7 @@ from orderstream.config import Settings
 from orderstream.db import utcnow
 from orderstream.tenancy.models import api_keys, partner_secrets, partners
 from orderstream.webhooks_out import service as webhooks_service
-from orderstream.webhooks_out.domain import Outcome, evaluate_health
-from orderstream.webhooks_out.models import webhook_attempts, webhook_endpoints
+from orderstream.webhooks_out.models import webhook_endpoints
 
 
 def _without_partner(row: Any) -> dict[str, Any]:
@@ -78,23 +77,13 @@ def endpoints_health(conn: Connection, *, settings: Settings, now: datetime | No
     out = []
     for row in rows:
         endpoint = {**webhooks_service.endpoint_dict(row, now=now), "partner": row["partner_slug"]}
-        counts = (
-            conn.execute(
-                sa.select(
-                    sa.func.count().label("total"),
-                    sa.func.count().filter(webhook_attempts.c.outcome != Outcome.SUCCEEDED.value).label("failed"),
-                ).where(webhook_attempts.c.endpoint_id == endpoint["id"], webhook_attempts.c.started_at >= since)
-            )
-            .mappings()
-            .one()
+        health = webhooks_service.endpoint_health(conn, endpoint_id=endpoint["id"], since=since, settings=settings)
+        out.append(
+            {
+                **endpoint,
+                "attempts_in_window": health.attempts,
+                "failed_in_window": health.failed,
+                "health": health.verdict.value,
+            }
         )
-        total, failed = int(counts["total"]), int(counts["failed"])
-        verdict = evaluate_health(
-            attempts=total,
-            failures=failed,
-            min_attempts=settings.webhook_health_min_attempts,
-            alert_rate=settings.webhook_alert_failure_rate,
-            pause_rate=settings.webhook_pause_failure_rate,
-        )
-        out.append({**endpoint, "attempts_in_window": total, "failed_in_window": failed, "health": verdict.value})
     return out

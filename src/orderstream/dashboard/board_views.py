@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from orderstream.app_state import db_of, settings_of
 from orderstream.dashboard import board, bridges, scope, security
 from orderstream.dashboard.users import User
 from orderstream.dashboard.web import (
@@ -20,9 +21,7 @@ from orderstream.dashboard.web import (
     Ctx,
     PageRoute,
     current,
-    db_of,
     page,
-    settings_of,
     templates,
 )
 from orderstream.db import utcnow

@@ -7,25 +7,10 @@ import sys
 
 import typer
 
-from orderstream.config import load_settings
+from orderstream import cli_support
 from orderstream.dashboard import users as users_service
-from orderstream.db import Database
 
 users_app = typer.Typer(help="Dashboard users and their locations.", no_args_is_help=True)
-
-
-def _db() -> Database:
-    from orderstream.migrate import upgrade
-
-    settings = load_settings()
-    if settings.is_sqlite:
-        upgrade(settings.database_url)
-    return Database.from_url(settings.database_url, pool_size=2)
-
-
-def _fail(code: str, message: str) -> None:
-    typer.echo(json.dumps({"error": {"code": code, "message": message}}), err=True)
-    raise typer.Exit(code=1)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -48,12 +33,12 @@ def add_command(
     """Add a dashboard user; the password comes from a prompt or --password-stdin (never an argument)."""
     refs = [r.strip() for r in locations.split(",") if r.strip()]
     password = _read_password(password_stdin)
-    db = _db()
+    db = cli_support.open_db()
     try:
         with db.write() as conn:
             user = users_service.add_user(conn, email=email, password=password, role=role, location_refs=refs)
     except users_service.UserError as err:
-        _fail(err.code, str(err))
+        cli_support.fail(err.code, str(err))
         return
     finally:
         db.dispose()
@@ -64,7 +49,7 @@ def add_command(
 @users_app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json")) -> None:
     """List dashboard users."""
-    db = _db()
+    db = cli_support.open_db()
     with db.read() as conn:
         rows = users_service.list_users(conn)
     db.dispose()

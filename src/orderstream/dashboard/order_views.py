@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from orderstream.app_state import db_of, settings_of
 from orderstream.dashboard import actions, audit, bridges, detail, scope
 from orderstream.dashboard.users import User
 from orderstream.dashboard.web import (
@@ -14,10 +15,8 @@ from orderstream.dashboard.web import (
     Csrf,
     Ctx,
     PageRoute,
-    db_of,
     not_found,
     page,
-    settings_of,
 )
 
 router = APIRouter(route_class=PageRoute)

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from orderstream.app_state import db_of, settings_of
 from orderstream.dashboard import admin, bridges, charts, features, scope
 from orderstream.dashboard.audit import record
 from orderstream.dashboard.web import (
@@ -20,10 +21,8 @@ from orderstream.dashboard.web import (
     PageError,
     PageRoute,
     current,
-    db_of,
     not_found,
     page,
-    settings_of,
 )
 from orderstream.db import utcnow
 from orderstream.jobs import runtime as jobs_runtime

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from orderstream.app_state import db_of, settings_of
 from orderstream.dashboard import security
 from orderstream.dashboard.users import find_for_signin, normalize_email
 from orderstream.dashboard.web import (
@@ -17,11 +18,9 @@ from orderstream.dashboard.web import (
     Ctx,
     PageError,
     PageRoute,
-    db_of,
     page,
     session_lifetime,
     set_cookie,
-    settings_of,
 )
 
 router = APIRouter(route_class=PageRoute)

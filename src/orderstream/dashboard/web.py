@@ -14,10 +14,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
-from orderstream.config import Settings
+from orderstream.app_state import db_of, settings_of
 from orderstream.dashboard import board, detail, late, security
 from orderstream.dashboard.users import User, get_user
-from orderstream.db import Database
 
 SESSION_COOKIE = "os_session"
 SIGNIN_CSRF_COOKIE = "os_signin_csrf"
@@ -91,18 +90,6 @@ class PageRoute(APIRoute):
             return _harden(response)
 
         return route
-
-
-def settings_of(request: Request) -> Settings:
-    """The application's settings."""
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def db_of(request: Request) -> Database:
-    """The application's database."""
-    db: Database = request.app.state.db
-    return db
 
 
 def client_ip(request: Request) -> str:

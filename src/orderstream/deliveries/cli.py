@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import typer
 
-from orderstream.config import Settings, load_settings
+from orderstream import cli_support
+from orderstream.config import load_settings
 from orderstream.db import Database
 from orderstream.deliveries import policy as rules
 from orderstream.deliveries import service
@@ -20,48 +20,27 @@ from orderstream.tenancy import service as tenancy
 dispatch_app = typer.Typer(help="Couriers: delivery attempts, re-dispatch, cancel, policies.", no_args_is_help=True)
 
 
-def _settings() -> Settings:
-    return load_settings()
-
-
-def _db(settings: Settings) -> Database:
-    from orderstream.migrate import upgrade
-
-    if settings.is_sqlite:
-        upgrade(settings.database_url)
-    return Database.from_url(settings.database_url, pool_size=2)
-
-
-def _fail(code: str, message: str) -> None:
-    typer.echo(json.dumps({"error": {"code": code, "message": message}}), err=True)
-    raise typer.Exit(code=1)
-
-
 def _out(obj: Any, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(obj, default=str))
-        return
-    rows = obj if isinstance(obj, list) else [obj]
-    for item in rows:
-        typer.echo("  ".join(f"{k}={v}" for k, v in item.items() if v is not None and not isinstance(v, dict | list)))
+    """Each record on one `k=v` line, empty and nested fields left out."""
+    cli_support.out(obj, as_json, one_line=True, skip_none=True)
 
 
 def _attempts(db: Database, order_id: str) -> list[dict[str, Any]]:
     with db.read() as conn:
         if service.get_order(conn, order_id) is None:
-            _fail("order_not_found", f"no order {order_id}")
+            cli_support.fail("order_not_found", f"no order {order_id}")
         return [attempt_from_row(r).model_dump(mode="json") for r in service.list_attempts(conn, order_id)]
 
 
 def _check_provider(name: str | None) -> None:
     if name is not None and name not in FACTORIES:
-        _fail("unknown_provider", f"no provider {name!r}; known: {', '.join(sorted(FACTORIES))}")
+        cli_support.fail("unknown_provider", f"no provider {name!r}; known: {', '.join(sorted(FACTORIES))}")
 
 
 @dispatch_app.command("attempts")
 def attempts(order_id: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """List an order's delivery attempts (provider, status, outcome, fee, courier)."""
-    _out(_attempts(_db(_settings()), order_id), as_json)
+    _out(_attempts(cli_support.open_db(), order_id), as_json)
 
 
 @dispatch_app.command("redispatch")
@@ -74,14 +53,14 @@ def redispatch(
 ) -> None:
     """Find a courier again for an order without an active delivery (the worker does the booking)."""
     _check_provider(provider)
-    db = _db(_settings())
+    db = cli_support.open_db()
     try:
         with db.write() as conn:
             job = service.request_redispatch(
                 conn, order_id=order_id, actor=Actor.OPERATOR.value, reason=reason, exclude=exclude, only=provider
             )
     except service.DispatchError as err:
-        _fail(err.code, err.message)
+        cli_support.fail(err.code, err.message)
         return
     _out({"order_id": order_id, "job_id": job, "provider": provider, "exclude": exclude}, as_json)
 
@@ -96,7 +75,7 @@ def cancel(
 ) -> None:
     """Cancel the order's active delivery with its provider (through the worker)."""
     _check_provider(provider)
-    db = _db(_settings())
+    db = cli_support.open_db()
     try:
         with db.write() as conn:
             row = service.request_cancel(
@@ -108,7 +87,7 @@ def cancel(
                 only=provider,
             )
     except service.DispatchError as err:
-        _fail(err.code, err.message)
+        cli_support.fail(err.code, err.message)
         return
     _out(attempt_from_row(row).model_dump(mode="json"), as_json)
 
@@ -126,8 +105,8 @@ def policy(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Show a location's dispatch policy; with any option, change it (unset options keep their value)."""
-    settings = _settings()
-    db = _db(settings)
+    settings = load_settings()
+    db = cli_support.open_db(settings)
     for name in providers:
         _check_provider(name)
     timeouts: dict[str, float] = {}
@@ -136,13 +115,13 @@ def policy(
         try:
             timeouts[name] = float(seconds)
         except ValueError:
-            _fail("invalid_acceptance_timeout", f"expected PROVIDER=SECONDS, got {item!r}")
+            cli_support.fail("invalid_acceptance_timeout", f"expected PROVIDER=SECONDS, got {item!r}")
         _check_provider(name)
     with db.write() as conn:
         try:
             location = tenancy.require_location(conn, partner_slug=partner, external_id=location_id)
         except tenancy.TenancyError:
-            _fail("location_not_found", f"no location {location_id} for partner {partner}")
+            cli_support.fail("location_not_found", f"no location {location_id} for partner {partner}")
             return
         current = service.get_policy(conn, location_id=int(location["id"]), settings=settings)
         changes: dict[str, Any] = {

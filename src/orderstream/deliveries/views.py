@@ -11,9 +11,8 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Connection
 
+from orderstream.app_state import db_of, settings_of
 from orderstream.auth import PartnerPrincipal, require_partner_key
-from orderstream.config import Settings
-from orderstream.db import Database
 from orderstream.deliveries import policy as rules
 from orderstream.deliveries import service
 from orderstream.deliveries.protocol import WebhookRejected
@@ -41,20 +40,10 @@ ProviderName = Annotated[str, Path(max_length=40, pattern=r"^[a-z0-9_]+$")]
 MAX_PROVIDER_BODY = 256 * 1024
 
 
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 @contextmanager
 def _write(request: Request) -> Iterator[Connection]:
     try:
-        with _db(request).write() as conn:
+        with db_of(request).write() as conn:
             yield conn
     except service.DispatchError as err:
         raise ApiError(err.status, err.code, err.message) from err
@@ -80,7 +69,7 @@ async def provider_webhook(request: Request, provider: ProviderName) -> JSONResp
     if len(body) > MAX_PROVIDER_BODY:
         raise ApiError(413, "payload_too_large", "webhook body too large")
     try:
-        adapter = providers(request.app.state.services, _settings(request), _db(request)).get(provider)
+        adapter = providers(request.app.state.services, settings_of(request), db_of(request)).get(provider)
     except UnknownProvider:
         raise ApiError(404, "unknown_provider", f"no provider {provider!r}") from None
     try:
@@ -98,8 +87,8 @@ async def _apply(request: Request, update: Any) -> dict[str, Any]:
 
     def run() -> dict[str, Any]:
         try:
-            with _db(request).write() as conn:
-                result = service.apply_update(conn, update, actor=Actor.COURIER.value, settings=_settings(request))
+            with db_of(request).write() as conn:
+                result = service.apply_update(conn, update, actor=Actor.COURIER.value, settings=settings_of(request))
         except service.UnknownDelivery as err:
             log.warning(
                 "provider webhook for an unknown delivery",
@@ -128,7 +117,7 @@ async def _apply(request: Request, update: Any) -> dict[str, Any]:
 @router.get("/v1/orders/{order_id}/deliveries", response_model=AttemptList, summary="Delivery attempts of an order")
 def order_deliveries(request: Request, principal: Principal, order_id: OrderId) -> AttemptList:
     """Every courier booking tried for the order: provider, fee, courier, tracking, outcome."""
-    with _db(request).read() as conn:
+    with db_of(request).read() as conn:
         order = service.get_order(conn, order_id)
         if order is None or int(order["partner_id"]) != principal.partner_id:
             raise ApiError(404, "order_not_found", "no such order")
@@ -143,7 +132,7 @@ def _order_or_404(conn: Connection, order_id: str) -> None:
 def _check_provider(request: Request, name: str | None, path: str) -> None:
     if name is None:
         return
-    if name not in providers(request.app.state.services, _settings(request), _db(request)).names():
+    if name not in providers(request.app.state.services, settings_of(request), db_of(request)).names():
         raise ApiError(
             422,
             "validation_error",
@@ -155,7 +144,7 @@ def _check_provider(request: Request, name: str | None, path: str) -> None:
 @admin_router.get("/orders/{order_id}/deliveries", response_model=AttemptList, dependencies=[Depends(require_admin)])
 def admin_attempts(request: Request, order_id: OrderId) -> AttemptList:
     """Operator: every delivery attempt of any order."""
-    with _db(request).read() as conn:
+    with db_of(request).read() as conn:
         _order_or_404(conn, order_id)
         return _attempts(conn, order_id)
 
@@ -207,9 +196,9 @@ def admin_cancel(request: Request, order_id: OrderId, body: CancelDelivery) -> A
 @admin_router.get("/partners/{slug}/locations/{location_id}/dispatch-policy", dependencies=[Depends(require_admin)])
 def admin_get_policy(request: Request, slug: str, location_id: str) -> dict[str, Any]:
     """Operator: a location's dispatch policy (the default when it has none)."""
-    with _db(request).read() as conn:
+    with db_of(request).read() as conn:
         location = _location(conn, slug, location_id)
-        return service.get_policy(conn, location_id=int(location["id"]), settings=_settings(request)).as_dict()
+        return service.get_policy(conn, location_id=int(location["id"]), settings=settings_of(request)).as_dict()
 
 
 @admin_router.put("/partners/{slug}/locations/{location_id}/dispatch-policy", dependencies=[Depends(require_admin)])

@@ -8,8 +8,7 @@ from typing import Any
 
 import typer
 
-from orderstream.config import load_settings
-from orderstream.db import Database
+from orderstream import cli_support
 from orderstream.jobs import runtime
 
 jobs_app = typer.Typer(help="Background jobs: list, stats, retry dead ones.", no_args_is_help=True)
@@ -22,15 +21,6 @@ class Status(StrEnum):
     running = "running"
     dead = "dead"
     done = "done"
-
-
-def _db() -> Database:
-    from orderstream.migrate import upgrade
-
-    settings = load_settings()
-    if settings.is_sqlite:
-        upgrade(settings.database_url)
-    return Database.from_url(settings.database_url, pool_size=1)
 
 
 def _when(value: Any) -> str:
@@ -52,7 +42,7 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="one JSON array"),
 ) -> None:
     """List jobs, newest first."""
-    db = _db()
+    db = cli_support.open_db(pool_size=1)
     try:
         with db.read() as conn:
             rows = runtime.list_jobs(conn, status=status.value if status else None, kind=kind, limit=limit)
@@ -83,7 +73,7 @@ def retry_command(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Put a dead job back to pending, due now, with a fresh set of attempts."""
-    db = _db()
+    db = cli_support.open_db(pool_size=1)
     try:
         with db.write() as conn:
             row = runtime.retry_dead(conn, job_id=job_id)
@@ -101,7 +91,7 @@ def retry_command(
 @jobs_app.command("stats")
 def stats_command(as_json: bool = typer.Option(False, "--json")) -> None:
     """Jobs per kind and status, and how late the oldest due job is."""
-    db = _db()
+    db = cli_support.open_db(pool_size=1)
     try:
         with db.read() as conn:
             rows = runtime.stats(conn)

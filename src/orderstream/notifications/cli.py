@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from orderstream.config import load_settings
-from orderstream.db import Database
+from orderstream import cli_support
 from orderstream.notifications import domain, service
 from orderstream.notifications.domain import Channel
 from orderstream.tenancy import service as tenancy
@@ -20,27 +18,8 @@ SHOWN = ("id", "kind", "channel", "seq", "status", "reason", "recipient_masked",
          "attempts", "created_at", "sent_at", "delivered_at", "body_text")  # fmt: skip
 
 
-def _db() -> Database:
-    from orderstream.migrate import upgrade
-
-    settings = load_settings()
-    if settings.is_sqlite:
-        upgrade(settings.database_url)
-    return Database.from_url(settings.database_url, pool_size=2)
-
-
 def _fail(code: str, message: str, path: str | None = None) -> None:
-    detail = [{"path": path, "message": message}] if path else []
-    typer.echo(json.dumps({"error": {"code": code, "message": message, "details": detail}}), err=True)
-    raise typer.Exit(code=1)
-
-
-def _out(obj: Any, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(obj, default=str))
-        return
-    for item in obj if isinstance(obj, list) else [obj]:
-        typer.echo("  ".join(f"{k}={v}" for k, v in item.items()))
+    cli_support.fail(code, message, details=[{"path": path, "message": message}] if path else [])
 
 
 @notifications_app.command("settings")
@@ -63,7 +42,7 @@ def settings_cmd(
         except (OSError, ValueError) as err:
             _fail("invalid_overrides_file", f"cannot read {overrides_file}: {err}", "overrides_file")
     kinds = None if disable_kinds is None else [k.strip() for k in disable_kinds.split(",") if k.strip()]
-    db = _db()
+    db = cli_support.open_db()
     try:
         with db.write() as conn:
             owner = tenancy.get_partner(conn, slug=partner)
@@ -84,7 +63,7 @@ def settings_cmd(
     except service.SettingsError as err:
         _fail(err.code, str(err), err.path)
         return
-    _out(out, as_json)
+    cli_support.out(out, as_json, one_line=True, nested=True)
 
 
 @notifications_app.command("list")
@@ -92,10 +71,10 @@ def list_cmd(
     order: str = typer.Option(..., "--order", help="order id (ord_...)"), as_json: bool = typer.Option(False, "--json")
 ) -> None:
     """An order's messages, oldest first (recipients masked)."""
-    db = _db()
+    db = cli_support.open_db()
     with db.read() as conn:
         rows = service.notifications_of(conn, order)
-    _out([{k: row[k] for k in SHOWN} for row in rows], as_json)
+    cli_support.out([{k: row[k] for k in SHOWN} for row in rows], as_json, one_line=True, nested=True)
 
 
 @notifications_app.command("opt-out")
@@ -116,7 +95,7 @@ def opt_out_cmd(
     if contact is None:
         _fail(reason or "validation_error", "not a usable contact", "phone" if phone else "email")
         return
-    db = _db()
+    db = cli_support.open_db()
     with db.write() as conn:
         service.set_opt_out(conn, channel=channel, contact=contact, source="operator", opted_out=not undo)
     typer.echo(json.dumps({"channel": channel.value, "opted_out": not undo}))

@@ -12,8 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from orderstream.config import Settings
-from orderstream.db import Database
+from orderstream.app_state import db_of, settings_of
 from orderstream.notifications import tracking
 from orderstream.notifications.render import TEMPLATES_DIR
 
@@ -27,8 +26,8 @@ NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Ro
 
 
 def _state(request: Request, token: str) -> dict[str, Any]:
-    settings: Settings = request.app.state.settings
-    db: Database = request.app.state.db
+    settings = settings_of(request)
+    db = db_of(request)
     if len(token) > 64:
         return {"found": False}
     with db.read() as conn:
@@ -41,7 +40,7 @@ def _state(request: Request, token: str) -> dict[str, Any]:
 async def tracking_page(request: Request, token: str) -> HTMLResponse:
     """The order's progress for the customer: 404 for an unknown token, 410 once the link has expired."""
     s = await asyncio.to_thread(_state, request, token)
-    settings: Settings = request.app.state.settings
+    settings = settings_of(request)
     page = _pages.get_template("tracking/page.html").render(
         s=s, lang=settings.notifications_default_locale.split("_")[0], refresh_seconds=REFRESH_SECONDS
     )

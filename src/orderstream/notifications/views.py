@@ -11,8 +11,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.engine import Connection
 
-from orderstream.config import Settings
-from orderstream.db import Database, utcnow
+from orderstream.app_state import db_of, settings_of
+from orderstream.db import utcnow
 from orderstream.errors import ERROR_RESPONSES, ApiError
 from orderstream.notifications import domain, service
 from orderstream.notifications.channels.twilio.signature import verify
@@ -29,14 +29,9 @@ CALLBACK_STATUSES = {"sent": Status.SENT, "delivered": Status.DELIVERED, "read":
                      "undelivered": Status.FAILED, "failed": Status.FAILED}  # fmt: skip
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 async def _signed_form(request: Request) -> dict[str, str]:
     """The form fields of a Twilio webhook whose X-Twilio-Signature is valid for our public URL (401 otherwise)."""
-    settings = _settings(request)
+    settings = settings_of(request)
     form = await request.form()
     params = {key: str(value) for key, value in form.items()}
     url = settings.public_base_url.rstrip("/") + request.url.path
@@ -94,7 +89,7 @@ async def twilio_status(request: Request) -> Response:
     if not sid or not status:
         raise ApiError(422, "validation_error", "MessageSid and MessageStatus are required",
                        [{"path": "MessageSid" if not sid else "MessageStatus", "message": "required"}])  # fmt: skip
-    db: Database = request.app.state.db
+    db = db_of(request)
     notification_id = request.query_params.get("n")
     with db.write() as conn:
         changed = apply_status(
@@ -113,7 +108,7 @@ async def twilio_inbound(request: Request) -> Response:
     if sender is None:
         raise ApiError(422, "validation_error", "From is not a valid phone number",
                        [{"path": "From", "message": "invalid phone number"}])  # fmt: skip
-    db: Database = request.app.state.db
+    db = db_of(request)
     if word in STOP_WORDS or word in START_WORDS:
         with db.write() as conn:
             service.set_opt_out(conn, channel=Channel.SMS, contact=sender, source="sms_stop",
@@ -124,8 +119,8 @@ async def twilio_inbound(request: Request) -> Response:
 
 def _unsubscribe_target(request: Request, token: str) -> tuple[str, str]:
     """(e-mail address, location name) for a valid unsubscribe token; 404 otherwise."""
-    notification_id = service.check_unsubscribe_token(_settings(request), token)
-    db: Database = request.app.state.db
+    notification_id = service.check_unsubscribe_token(settings_of(request), token)
+    db = db_of(request)
     view = None
     with db.read() as conn:
         order_id = conn.execute(
@@ -163,7 +158,7 @@ def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
 def unsubscribe(request: Request, token: str) -> HTMLResponse:
     """Opt the e-mail address out (RFC 8058 one-click POST, or the page's button)."""
     email, _ = _unsubscribe_target(request, token)
-    db: Database = request.app.state.db
+    db = db_of(request)
     with db.write() as conn:
         service.set_opt_out(conn, channel=Channel.EMAIL, contact=email, source="email_link", opted_out=True)
     log.info("email opt-out", extra={"recipient": domain.mask_email(email)})

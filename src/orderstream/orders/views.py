@@ -12,9 +12,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime
 from sqlalchemy.engine import RowMapping
 
+from orderstream.app_state import db_of, settings_of
 from orderstream.auth import PartnerPrincipal, require_partner_key
-from orderstream.config import Settings
-from orderstream.db import Database
 from orderstream.errors import ERROR_RESPONSES, ApiError
 from orderstream.orders import queries
 from orderstream.orders.domain import FulfillmentType, OrderStatus
@@ -54,19 +53,9 @@ def _query_error(name: str, code: str, message: str) -> ApiError:
     )
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
 def _orders(request: Request, rows: Sequence[RowMapping]) -> list[Order]:
-    base_url = _settings(request).public_base_url
-    with _db(request).read() as conn:
+    base_url = settings_of(request).public_base_url
+    with db_of(request).read() as conn:
         items = queries.line_items_by_order(conn, order_ids=[r["id"] for r in rows])
     return [
         order_from_rows(
@@ -111,8 +100,8 @@ def list_orders(
         created_after=created_after,
         created_before=created_before,
     )
-    limit = min(limit, _settings(request).page_size_max)
-    with _db(request).read() as conn:
+    limit = min(limit, settings_of(request).page_size_max)
+    with db_of(request).read() as conn:
         rows, more = queries.list_orders(
             conn, partner_id=principal.partner_id, filters=filters, before_id=before_id, limit=limit
         )
@@ -122,7 +111,7 @@ def list_orders(
 @router.get("/v1/orders/{order_id}", response_model=Order, summary="Fetch an order")
 def get_order(request: Request, principal: Principal, order_id: Annotated[str, Path(max_length=64)]) -> Order:
     """One of the partner's orders by orderstream's id."""
-    with _db(request).read() as conn:
+    with db_of(request).read() as conn:
         row = queries.get_order(conn, partner_id=principal.partner_id, order_id=order_id)
     if row is None:
         raise _not_found()
@@ -141,7 +130,7 @@ def get_order_by_pos_id(
     pos_order_id: Annotated[str, Path(max_length=128, description="your POS order id (provider_id / source_order_id)")],
 ) -> Order:
     """One of the partner's orders by the partner's own location id and POS order id."""
-    with _db(request).read() as conn:
+    with db_of(request).read() as conn:
         row = queries.get_order_by_pos_id(
             conn, partner_id=principal.partner_id, location_id=location_id, pos_order_id=pos_order_id
         )
@@ -155,7 +144,7 @@ def get_order_history(
     request: Request, principal: Principal, order_id: Annotated[str, Path(max_length=64)]
 ) -> OrderHistory:
     """Every status and delivery change of one of the partner's orders, oldest first."""
-    with _db(request).read() as conn:
+    with db_of(request).read() as conn:
         row = queries.get_order(conn, partner_id=principal.partner_id, order_id=order_id)
         if row is None:
             raise _not_found()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import typer
 
+from orderstream import cli_support
 from orderstream.config import Settings, load_settings
 from orderstream.db import Database
 from orderstream.tenancy import service as tenancy
@@ -17,40 +16,12 @@ from orderstream.webhooks_out.domain import EVENT_TYPES
 webhooks_app = typer.Typer(help="Signed webhooks to the POS: endpoints, deliveries, replay.", no_args_is_help=True)
 
 
-def _settings() -> Settings:
-    return load_settings()
-
-
-def _db(settings: Settings) -> Database:
-    from orderstream.migrate import upgrade
-
-    if settings.is_sqlite:
-        upgrade(settings.database_url)
-    return Database.from_url(settings.database_url, pool_size=2)
-
-
-def _fail(code: str, message: str) -> None:
-    typer.echo(json.dumps({"error": {"code": code, "message": message}}), err=True)
-    raise typer.Exit(code=1)
-
-
-def _out(obj: Any, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(obj, default=str))
-    elif isinstance(obj, list):
-        for item in obj:
-            typer.echo("  ".join(f"{k}={v}" for k, v in item.items() if not isinstance(v, dict | list)))
-    else:
-        for key, value in obj.items():
-            typer.echo(f"{key}: {value}")
-
-
 def _partner_id(settings: Settings, db: Database, slug: str) -> int:
     with db.read() as conn:
         try:
             return int(tenancy.require_partner(conn, slug=slug)["id"])
         except tenancy.TenancyError as err:
-            _fail(err.code, str(err))
+            cli_support.fail(err.code, str(err))
             raise
 
 
@@ -60,7 +31,7 @@ def _when(value: str | None, name: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        _fail("invalid_time", f"--{name} must be an ISO 8601 time, e.g. 2026-11-26T18:00:00Z")
+        cli_support.fail("invalid_time", f"--{name} must be an ISO 8601 time, e.g. 2026-11-26T18:00:00Z")
         raise
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -74,8 +45,8 @@ def add(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Add a webhook endpoint for a partner; prints its signing secret (shown only now)."""
-    settings = _settings()
-    db = _db(settings)
+    settings = load_settings()
+    db = cli_support.open_db(settings)
     partner_id = _partner_id(settings, db, partner)
     try:
         with db.write() as conn:
@@ -88,9 +59,9 @@ def add(
                 allow_private=settings.allow_private_webhook_targets,
             )
     except service.WebhooksError as err:
-        _fail(err.code, err.message)
+        cli_support.fail(err.code, err.message)
         return
-    _out({**endpoint, "secret": secret}, as_json)
+    cli_support.out({**endpoint, "secret": secret}, as_json)
 
 
 @webhooks_app.command("list")
@@ -99,12 +70,12 @@ def list_(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List webhook endpoints with their state."""
-    settings = _settings()
-    db = _db(settings)
+    settings = load_settings()
+    db = cli_support.open_db(settings)
     partner_id = _partner_id(settings, db, partner) if partner else None
     with db.read() as conn:
         rows = service.list_endpoints(conn, partner_id=partner_id)
-    _out(rows, as_json)
+    cli_support.out(rows, as_json)
 
 
 @webhooks_app.command("rotate-secret")
@@ -114,16 +85,16 @@ def rotate_secret(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Issue a new signing secret for an endpoint; webhooks carry both signatures during the overlap."""
-    settings = _settings()
-    db = _db(settings)
+    settings = load_settings()
+    db = cli_support.open_db(settings)
     hours = settings.secret_overlap_hours if overlap_hours is None else overlap_hours
     try:
         with db.write() as conn:
             out = service.rotate_endpoint_secret(conn, endpoint_id=endpoint_id, overlap=timedelta(hours=hours))
     except service.WebhooksError as err:
-        _fail(err.code, err.message)
+        cli_support.fail(err.code, err.message)
         return
-    _out(out, as_json)
+    cli_support.out(out, as_json)
 
 
 @webhooks_app.command("enable")
@@ -139,17 +110,17 @@ def disable(endpoint_id: str, as_json: bool = typer.Option(False, "--json")) -> 
 
 
 def _set_enabled(endpoint_id: str, enabled: bool, as_json: bool) -> None:
-    settings = _settings()
-    db = _db(settings)
+    settings = load_settings()
+    db = cli_support.open_db(settings)
     try:
         with db.write() as conn:
             out = service.update_endpoint(
                 conn, endpoint_id=endpoint_id, enabled=enabled, allow_private=settings.allow_private_webhook_targets
             )
     except service.WebhooksError as err:
-        _fail(err.code, err.message)
+        cli_support.fail(err.code, err.message)
         return
-    _out(out, as_json)
+    cli_support.out(out, as_json)
 
 
 @webhooks_app.command("deliveries")
@@ -164,14 +135,14 @@ def deliveries(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """List deliveries (newest first), or show one with its attempts."""
-    settings = _settings()
-    db = _db(settings)
+    settings = load_settings()
+    db = cli_support.open_db(settings)
     if delivery_id is not None:
         try:
             with db.read() as conn:
-                _out(service.get_delivery(conn, delivery_id=delivery_id), as_json)
+                cli_support.out(service.get_delivery(conn, delivery_id=delivery_id), as_json)
         except service.WebhooksError as err:
-            _fail(err.code, err.message)
+            cli_support.fail(err.code, err.message)
         return
     partner_id = _partner_id(settings, db, partner) if partner else None
     with db.read() as conn:
@@ -184,7 +155,7 @@ def deliveries(
             until=_when(until, "until"),
             limit=limit,
         )
-    _out(rows, as_json)
+    cli_support.out(rows, as_json)
 
 
 @webhooks_app.command("replay")
@@ -197,20 +168,20 @@ def replay(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Send one delivery again, or every failed delivery of a partner in a time range (oldest first)."""
-    settings = _settings()
-    db = _db(settings)
+    settings = load_settings()
+    db = cli_support.open_db(settings)
     if (delivery_id is None) == (partner is None):
-        _fail("bad_arguments", "give either a delivery id or --partner")
+        cli_support.fail("bad_arguments", "give either a delivery id or --partner")
     try:
         if delivery_id is not None:
             with db.write() as conn:
-                _out(service.replay_delivery(conn, delivery_id=delivery_id), as_json)
+                cli_support.out(service.replay_delivery(conn, delivery_id=delivery_id), as_json)
             return
         partner_id = _partner_id(settings, db, partner)
         end = _when(until, "until") or datetime.now(UTC)
         start = _when(since, "since") or end - timedelta(hours=24)
         with db.write() as conn:
             result = service.replay_failed(conn, partner_id=partner_id, since=start, until=end, endpoint_id=endpoint_id)
-        _out(result.as_dict(), as_json)
+        cli_support.out(result.as_dict(), as_json)
     except service.WebhooksError as err:
-        _fail(err.code, err.message)
+        cli_support.fail(err.code, err.message)

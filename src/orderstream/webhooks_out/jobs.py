@@ -24,13 +24,13 @@ from orderstream.webhooks_out.domain import (
     Outcome,
     RetrySchedule,
     classify,
-    evaluate_health,
     parse_retry_after,
 )
 from orderstream.webhooks_out.models import outbound_events, webhook_attempts, webhook_deliveries, webhook_endpoints
 from orderstream.webhooks_out.service import (
     DELIVER_KIND,
     active_endpoint_secrets,
+    endpoint_health,
     fail_pending_deliveries,
     has_older_pending,
     lock_partner_stream,
@@ -153,26 +153,8 @@ def _update_health(conn: Connection, *, endpoint: RowMapping, now: datetime, set
     since = now - timedelta(seconds=settings.webhook_health_window_seconds)
     if endpoint["health_since"] is not None and endpoint["health_since"] > since:
         since = endpoint["health_since"]
-    counts = (
-        conn.execute(
-            sa.select(
-                sa.func.count().label("total"),
-                sa.func.count().filter(webhook_attempts.c.outcome != Outcome.SUCCEEDED.value).label("failed"),
-            )
-            .where(webhook_attempts.c.endpoint_id == endpoint["id"])
-            .where(webhook_attempts.c.started_at >= since)
-        )
-        .mappings()
-        .one()
-    )
-    total, failed = int(counts["total"]), int(counts["failed"])
-    verdict = evaluate_health(
-        attempts=total,
-        failures=failed,
-        min_attempts=settings.webhook_health_min_attempts,
-        alert_rate=settings.webhook_alert_failure_rate,
-        pause_rate=settings.webhook_pause_failure_rate,
-    )
+    health = endpoint_health(conn, endpoint_id=endpoint["id"], since=since, settings=settings)
+    total, failed, verdict = health.attempts, health.failed, health.verdict
     facts = {"endpoint_id": endpoint["id"], "partner_id": endpoint["partner_id"], "attempts": total, "failed": failed}
     if verdict is Health.PAUSE:
         until = now + timedelta(seconds=settings.webhook_pause_seconds)

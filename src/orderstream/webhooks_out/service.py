@@ -11,10 +11,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
+from orderstream.config import Settings
 from orderstream.db import utcnow
 from orderstream.ids import new_id
 from orderstream.jobs.outbox import enqueue
-from orderstream.webhooks_out.domain import EVENT_TYPES, DeliveryState, event_body
+from orderstream.webhooks_out.domain import EVENT_TYPES, DeliveryState, Health, Outcome, evaluate_health, event_body
 from orderstream.webhooks_out.models import (
     outbound_event_counters,
     outbound_events,
@@ -389,6 +390,38 @@ def fail_pending_deliveries(conn: Connection, *, endpoint_id: str, reason: str) 
         )
     )
     return int(result.rowcount or 0)
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    """An endpoint's attempts and failed attempts over a window, and the verdict they give."""
+
+    attempts: int
+    failed: int
+    verdict: Health
+
+
+def endpoint_health(conn: Connection, *, endpoint_id: str, since: datetime, settings: Settings) -> EndpointHealth:
+    """Count the endpoint's attempts (and the ones that did not succeed) since `since` and judge them."""
+    counts = (
+        conn.execute(
+            sa.select(
+                sa.func.count().label("total"),
+                sa.func.count().filter(webhook_attempts.c.outcome != Outcome.SUCCEEDED.value).label("failed"),
+            ).where(webhook_attempts.c.endpoint_id == endpoint_id, webhook_attempts.c.started_at >= since)
+        )
+        .mappings()
+        .one()
+    )
+    total, failed = int(counts["total"]), int(counts["failed"])
+    verdict = evaluate_health(
+        attempts=total,
+        failures=failed,
+        min_attempts=settings.webhook_health_min_attempts,
+        alert_rate=settings.webhook_alert_failure_rate,
+        pause_rate=settings.webhook_pause_failure_rate,
+    )
+    return EndpointHealth(attempts=total, failed=failed, verdict=verdict)
 
 
 def delivery_dict(row: RowMapping) -> dict[str, Any]:

@@ -12,9 +12,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection
 
+from orderstream.app_state import db_of, settings_of
 from orderstream.auth import PartnerPrincipal, require_partner_key
-from orderstream.config import Settings
-from orderstream.db import Database
 from orderstream.errors import ERROR_RESPONSES, ApiError
 from orderstream.tenancy import service as tenancy
 from orderstream.webhooks_out import service
@@ -45,7 +44,7 @@ _admin_bearer = HTTPBearer(auto_error=False, description="The operator token (OR
 
 async def require_admin(request: Request) -> None:
     """FastAPI dependency: the bearer token must be the configured admin token (401 otherwise, or when unset)."""
-    settings: Settings = request.app.state.settings
+    settings = settings_of(request)
     credentials: HTTPAuthorizationCredentials | None = await _admin_bearer(request)
     expected = settings.admin_token.get_secret_value() if settings.admin_token else ""
     given = credentials.credentials if credentials else ""
@@ -55,18 +54,13 @@ async def require_admin(request: Request) -> None:
         )
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 def _resolver(request: Request) -> Resolver | None:
     return getattr(request.app.state, "webhooks_resolver", None)
 
 
 @contextmanager
 def _write(request: Request) -> Iterator[Connection]:
-    db: Database = request.app.state.db
+    db = db_of(request)
     try:
         with db.write() as conn:
             yield conn
@@ -76,7 +70,7 @@ def _write(request: Request) -> Iterator[Connection]:
 
 @contextmanager
 def _read(request: Request) -> Iterator[Connection]:
-    db: Database = request.app.state.db
+    db = db_of(request)
     try:
         with db.read() as conn:
             yield conn
@@ -116,7 +110,7 @@ def create_endpoint(request: Request, principal: Principal, body: EndpointCreate
             url=body.url,
             event_types=body.event_types,
             description=body.description,
-            allow_private=_settings(request).allow_private_webhook_targets,
+            allow_private=settings_of(request).allow_private_webhook_targets,
             resolver=_resolver(request),
         )
     return {**endpoint, "secret": secret}
@@ -145,7 +139,7 @@ def update_endpoint(
             event_types=body.event_types,
             description=body.description,
             enabled=body.enabled,
-            allow_private=_settings(request).allow_private_webhook_targets,
+            allow_private=settings_of(request).allow_private_webhook_targets,
             resolver=_resolver(request),
         )
 
@@ -165,7 +159,7 @@ def rotate_secret(
     request: Request, principal: Principal, endpoint_id: EndpointId, body: RotateSecret | None = None
 ) -> dict[str, Any]:
     """Issue a new secret; webhooks carry a signature with each active secret until the overlap ends."""
-    hours = body.overlap_hours if body is not None else float(_settings(request).secret_overlap_hours)
+    hours = body.overlap_hours if body is not None else float(settings_of(request).secret_overlap_hours)
     with _write(request) as conn:
         return service.rotate_endpoint_secret(
             conn, endpoint_id=endpoint_id, partner_id=principal.partner_id, overlap=timedelta(hours=hours)

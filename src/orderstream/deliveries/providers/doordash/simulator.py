@@ -36,7 +36,6 @@ import contextlib
 import json
 import logging
 import re
-import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -51,6 +50,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from orderstream import simulators
 from orderstream.deliveries.providers.doordash.settings import (
     SANDBOX_DEVELOPER_ID,
     SANDBOX_KEY_ID,
@@ -58,6 +58,7 @@ from orderstream.deliveries.providers.doordash.settings import (
     SANDBOX_WEBHOOK_AUTH,
     decode_signing_secret,
 )
+from orderstream.simulators import RunningSimulator
 
 LIFECYCLE_MODES = frozenset(
     {"no_courier", "courier_cancels", "return_to_store", "cancel_fee", "cancel_refused", "hold"}
@@ -925,40 +926,15 @@ def _dispatch(sim: Simulator, kind: str, external_id: str, body: Any) -> dict[st
     return sim.cancel(external_id)
 
 
-class RunningSimulator:
-    """A simulator served by uvicorn on a background thread (for the in-process sandbox)."""
-
-    def __init__(self, server: Any, thread: threading.Thread, host: str, port: int) -> None:
-        self.server = server
-        self.thread = thread
-        self.base_url = f"http://{host}:{port}"
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask uvicorn to exit and wait for the thread."""
-        self.server.should_exit = True
-        self.thread.join(timeout)
-
-
 def start_in_thread(
     config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 10.0
 ) -> RunningSimulator:
     """Serve the simulator on a daemon thread; port 0 picks a free port (see `.base_url`)."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host=host, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="doordash-simulator", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the DoorDash simulator did not start")
-        time.sleep(0.02)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    return RunningSimulator(server, thread, host, int(bound))
+    return simulators.start_in_thread(
+        create_app(config), name="doordash-simulator", host=host, port=port, timeout=timeout
+    )
 
 
 def serve(config: SimulatorConfig, *, host: str = "127.0.0.1", port: int = 8710) -> None:
     """Run the simulator in the foreground (the CLI command)."""
-    import uvicorn
-
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    simulators.serve(create_app(config), host=host, port=port)

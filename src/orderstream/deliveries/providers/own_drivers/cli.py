@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import typer
 from sqlalchemy.engine import Connection, RowMapping
 
+from orderstream import cli_support
 from orderstream.config import Settings, load_settings
-from orderstream.db import Database
 from orderstream.deliveries.protocol import WebhookUpdate
 from orderstream.deliveries.providers.own_drivers import service
 
@@ -22,36 +20,16 @@ LOCATION = typer.Option(..., "--location", help="the partner's location id")
 AS_JSON = typer.Option(False, "--json", help="print JSON")
 
 
-def _db(settings: Settings) -> Database:
-    from orderstream.migrate import upgrade
-
-    if settings.is_sqlite:
-        upgrade(settings.database_url)
-    return Database.from_url(settings.database_url, pool_size=2)
-
-
-def _out(obj: Any, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(obj, default=str))
-    elif isinstance(obj, list):
-        for item in obj:
-            typer.echo("  ".join(f"{k}={v}" for k, v in item.items() if not isinstance(v, dict | list)))
-    else:
-        for key, value in obj.items():
-            typer.echo(f"{key}: {value}")
-
-
 @contextmanager
 def _location(partner: str, location: str, *, write: bool) -> Iterator[tuple[Connection, RowMapping, Settings]]:
     """A transaction and the location; a DriversError ends the command with its code (exit 1)."""
     settings = load_settings()
-    db = _db(settings)
+    db = cli_support.open_db(settings)
     try:
         with db.write() if write else db.read() as conn:
             yield conn, service.partner_location(conn, partner_slug=partner, external_id=location), settings
     except service.DriversError as err:
-        typer.echo(json.dumps({"error": {"code": err.code, "message": err.message}}), err=True)
-        raise typer.Exit(code=1) from None
+        cli_support.fail(err.code, err.message)
     finally:
         db.dispose()
 
@@ -69,7 +47,7 @@ def add(
     """Add a driver; prints their token for the status API (shown only now)."""
     with _location(partner, location, write=True) as (conn, loc, _settings):
         driver, token = service.add_driver(conn, loc=loc, name=name, phone=phone, vehicle=vehicle, on_shift=on_shift)
-    _out({**driver, "token": token}, as_json)
+    cli_support.out({**driver, "token": token}, as_json)
 
 
 @drivers_app.command("list")
@@ -81,7 +59,7 @@ def list_(
 ) -> None:
     """List a location's drivers and their open deliveries."""
     with _location(partner, location, write=False) as (conn, loc, _settings):
-        _out(service.list_drivers(conn, loc=loc, include_inactive=include_inactive), as_json)
+        cli_support.out(service.list_drivers(conn, loc=loc, include_inactive=include_inactive), as_json)
 
 
 @drivers_app.command("shift")
@@ -94,14 +72,14 @@ def shift(
 ) -> None:
     """Put a driver on or off shift."""
     with _location(partner, location, write=True) as (conn, loc, _settings):
-        _out(service.set_shift(conn, loc=loc, driver_id=driver_id, on_shift=on), as_json)
+        cli_support.out(service.set_shift(conn, loc=loc, driver_id=driver_id, on_shift=on), as_json)
 
 
 @drivers_app.command("deactivate")
 def deactivate(driver_id: str, partner: str = PARTNER, location: str = LOCATION, as_json: bool = AS_JSON) -> None:
     """Deactivate a driver (refused while they have open deliveries)."""
     with _location(partner, location, write=True) as (conn, loc, _settings):
-        _out(service.deactivate_driver(conn, loc=loc, driver_id=driver_id), as_json)
+        cli_support.out(service.deactivate_driver(conn, loc=loc, driver_id=driver_id), as_json)
 
 
 @drivers_app.command("deliveries")
@@ -113,7 +91,7 @@ def deliveries(
 ) -> None:
     """List a location's own-driver deliveries, newest first."""
     with _location(partner, location, write=False) as (conn, loc, _settings):
-        _out(service.list_deliveries(conn, loc=loc, status=status), as_json)
+        cli_support.out(service.list_deliveries(conn, loc=loc, status=status), as_json)
 
 
 @drivers_app.command("assign")
@@ -136,7 +114,7 @@ def assign(
             out = service.assign(conn, loc=loc, delivery_id=delivery_id, driver_id=driver, apply=apply)
         except dispatch.DispatchError as err:
             raise service.DriversError(err.status, err.code, err.message) from err
-    _out(out, as_json)
+    cli_support.out(out, as_json)
 
 
 @drivers_app.command("fleet")
@@ -157,4 +135,4 @@ def fleet(
         out = service.fleet_dict(
             conn, loc=loc, default_fee=defaults.default_fee, default_auto_assign=defaults.default_auto_assign
         )
-    _out(out, as_json)
+    cli_support.out(out, as_json)

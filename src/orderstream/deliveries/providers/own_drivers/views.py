@@ -15,9 +15,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Connection, RowMapping
 
+from orderstream.app_state import db_of, settings_of
 from orderstream.auth import PartnerPrincipal, require_partner_key
-from orderstream.config import Settings
-from orderstream.db import Database
 from orderstream.deliveries import service as deliveries
 from orderstream.deliveries.protocol import WebhookUpdate
 from orderstream.deliveries.providers.own_drivers import service
@@ -48,7 +47,7 @@ _driver_bearer = HTTPBearer(auto_error=False, description="A driver token issued
 
 @contextmanager
 def _tx(request: Request, *, write: bool) -> Iterator[Connection]:
-    db: Database = request.app.state.db
+    db = db_of(request)
     try:
         with db.write() if write else db.read() as conn:
             yield conn
@@ -60,7 +59,7 @@ def _tx(request: Request, *, write: bool) -> Iterator[Connection]:
 
 def _applier(request: Request, actor: str) -> service.Applier:
     """Hands each fleet change to dispatch, which moves the attempt and the order (same transaction)."""
-    settings: Settings = request.app.state.settings
+    settings = settings_of(request)
 
     def apply(conn: Connection, update: WebhookUpdate) -> None:
         deliveries.apply_update(conn, update, actor=actor, settings=settings)
@@ -180,7 +179,7 @@ def require_driver(
     A plain function, so FastAPI runs its database read in the thread pool, off the event loop.
     """
     token = credentials.credentials if credentials else ""
-    db: Database = request.app.state.db
+    db = db_of(request)
     driver = None
     if token:
         with db.read() as conn:

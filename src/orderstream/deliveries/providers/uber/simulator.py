@@ -33,7 +33,6 @@ import json
 import random
 import re
 import secrets
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -47,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from orderstream import simulators
 from orderstream.deliveries.providers.uber import openapi
 from orderstream.deliveries.providers.uber.settings import (
     SANDBOX_CLIENT_ID,
@@ -54,6 +54,7 @@ from orderstream.deliveries.providers.uber.settings import (
     SANDBOX_CUSTOMER_ID,
     SANDBOX_WEBHOOK_SIGNING_KEY,
 )
+from orderstream.simulators import RunningSimulator
 
 # Faults on API answers (any operation, or the one named): error status, Uber code, message.
 HTTP_FAULTS: dict[str, tuple[int, str, str]] = {
@@ -1382,21 +1383,8 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
     return app
 
 
-class BackgroundSimulator:
-    """The simulator served by uvicorn on a thread of this process (the sandbox default, tests).
-
-    `port=0` lets the OS choose; `base_url` tells where it listens once `start()` returned.
-    """
-
-    def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        import uvicorn
-
-        self.app = create_app(config)
-        self._server = uvicorn.Server(
-            uvicorn.Config(self.app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
-        )
-        self._thread: threading.Thread | None = None
-        self.host = host
+class BackgroundSimulator(RunningSimulator):
+    """The simulator served by uvicorn on a thread of this process (the sandbox default, tests)."""
 
     @property
     def simulator(self) -> UberSimulator:
@@ -1404,47 +1392,26 @@ class BackgroundSimulator:
         sim: UberSimulator = self.app.state.sim
         return sim
 
-    @property
-    def base_url(self) -> str:
-        """http://host:port of the running server."""
-        sockets = [sock for server in self._server.servers for sock in server.sockets]
-        if not sockets:
-            raise RuntimeError("the simulator is not listening")
-        return f"http://{self.host}:{sockets[0].getsockname()[1]}"
-
-    def start(self, *, timeout: float = 10.0) -> BackgroundSimulator:
-        """Start serving; returns once the socket listens."""
-        self._thread = threading.Thread(target=self._server.run, name="uber-simulator", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the Uber simulator did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self, *, timeout: float = 10.0) -> None:
-        """Stop serving and wait for the thread."""
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-
 
 def start_in_thread(
     config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 10.0
 ) -> BackgroundSimulator:
-    """Serve the simulator on a daemon thread; port 0 picks a free port (see `.base_url`, `.stop()`).
-
-    Same shape as the DoorDash simulator's, for the in-process sandbox.
-    """
-    return BackgroundSimulator(config, host=host, port=port).start(timeout=timeout)
+    """Serve the simulator on a daemon thread; port 0 picks a free port (see `.base_url`, `.stop()`)."""
+    return simulators.start_in_thread(
+        create_app(config),
+        name="uber-simulator",
+        kind=BackgroundSimulator,
+        host=host,
+        port=port,
+        timeout=timeout,
+        access_log=False,
+        lifespan="on",
+    )
 
 
 def run(config: SimulatorConfig, *, host: str = "127.0.0.1", port: int = 8300) -> None:
     """Serve the simulator with uvicorn until interrupted (the CLI command)."""
-    import uvicorn
-
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    simulators.serve(create_app(config), host=host, port=port)
 
 
 serve = run  # the DoorDash simulator's name for the same thing

@@ -37,8 +37,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from orderstream import simulators
 from orderstream.notifications.channels.twilio.client import IDEMPOTENCY_HEADER
 from orderstream.notifications.channels.twilio.signature import compute
+from orderstream.simulators import RunningSimulator
 
 SANDBOX_ACCOUNT_SID = "AC00000000000000000000000000000000"
 SANDBOX_AUTH_TOKEN = "sim-auth-token"
@@ -288,44 +290,15 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
     return app
 
 
-class RunningSimulator:
-    """A simulator served by uvicorn on a background thread."""
-
-    def __init__(self, server: Any, thread: threading.Thread, host: str, port: int) -> None:
-        self.server = server
-        self.thread = thread
-        self.base_url = f"http://{host}:{port}"
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask uvicorn to exit and wait for the thread."""
-        self.server.should_exit = True
-        self.thread.join(timeout)
-
-    def close(self) -> None:
-        """Stop (the services protocol of bootstrap.close_services)."""
-        self.stop()
-
-
 def start_in_thread(
     config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 10.0
 ) -> RunningSimulator:
     """Serve the simulator on a daemon thread; port 0 picks a free port (see `.base_url`)."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host=host, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="twilio-simulator", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the Twilio simulator did not start")
-        time.sleep(0.02)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    return RunningSimulator(server, thread, host, int(bound))
+    return simulators.start_in_thread(
+        create_app(config), name="twilio-simulator", host=host, port=port, timeout=timeout
+    )
 
 
 def serve(config: SimulatorConfig, *, host: str = "127.0.0.1", port: int = 8720) -> None:
     """Run the simulator in the foreground (the CLI command)."""
-    import uvicorn
-
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    simulators.serve(create_app(config), host=host, port=port)
