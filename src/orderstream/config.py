@@ -112,9 +112,6 @@ class Settings(BaseSettings):
     log_access: bool = True  # one "request" line per HTTP request (method, route, status, duration)
     worker_metrics_port: int = 0  # `orderstream worker` serves its own /metrics on this port when > 0
     worker_metrics_host: str = "127.0.0.1"
-    # --- performance of `serve` (see bench/README.md) ---
-    # threads running blocking request work (anyio's default is 40); fewer threads fight less over the GIL
-    request_threads: int = 40
 
     @property
     def log_output(self) -> Literal["json", "text"]:
