@@ -48,7 +48,7 @@ def _db(settings: Settings) -> Database:
 def _configure_logging(settings: Settings) -> None:
     from orderstream import logs
 
-    logs.configure(settings.log_level, settings.log_output)
+    logs.configure(settings.log_level, "json" if settings.log_json else "text")
 
 
 def _fail(err: tenancy.TenancyError) -> None:
