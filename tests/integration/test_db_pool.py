@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 
@@ -19,10 +21,16 @@ def test_idle_connection_killed_by_the_server_is_replaced(pg_url: str, monkeypat
     database, admin = Database.from_url(pg_url, pool_size=1), Database.from_url(pg_url, pool_size=1)
     pings: list[object] = []
     real_ping = database.engine.dialect.do_ping
-    monkeypatch.setattr(database.engine.dialect, "do_ping", lambda c: pings.append(c) or real_ping(c))
+
+    def counted_ping(dbapi_connection: Any) -> bool:
+        pings.append(dbapi_connection)
+        return real_ping(dbapi_connection)
+
+    monkeypatch.setattr(database.engine.dialect, "do_ping", counted_ping)
     try:
         first = _backend_pid(database)
-        assert _backend_pid(database) == first and pings == []  # reused at once: no ping
+        assert _backend_pid(database) == first
+        assert pings == []  # reused at once: no ping
         with admin.write() as conn:
             conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
         monkeypatch.setattr(db_module, "PING_AFTER_IDLE_SECONDS", 0.0)
