@@ -17,13 +17,12 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -33,44 +32,15 @@ import httpx
 import sqlalchemy as sa
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # loadgen, and the tests' process helpers
+
+from tests.e2e.harness import free_port, orderstream_command, process_env, run_cli  # noqa: E402
 
 from loadgen import EventFactory, Result, run_async, run_load  # noqa: E402
 
 DEFAULT_PG = os.environ.get("ORDERSTREAM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 LOCATION_ID = "location_456"
 CLI_MAIN = "from orderstream.cli import main; main()"
-
-
-def free_port() -> int:
-    """A TCP port the OS just reported free."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def orderstream_cmd() -> list[str]:
-    """The `orderstream` script of this interpreter."""
-    script = Path(sys.executable).parent / "orderstream"
-    return [str(script)] if script.exists() else [sys.executable, "-c", CLI_MAIN]
-
-
-def child_env(db_url: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Our environment without ORDERSTREAM_* settings, plus the database and extras."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERSTREAM_")}
-    env["ORDERSTREAM_DATABASE_URL"] = db_url
-    env.update(extra or {})
-    return env
-
-
-def cli(args: list[str], db_url: str) -> Any:
-    """Run `orderstream <args> --json` and parse its output."""
-    out = subprocess.run(
-        [*orderstream_cmd(), *args], env=child_env(db_url), capture_output=True, text=True, check=False, timeout=120
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"orderstream {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
-    return json.loads(out.stdout) if out.stdout.strip().startswith("{") else out.stdout
 
 
 def machine() -> str:
@@ -222,13 +192,13 @@ def bench_database(kind: str, opts: argparse.Namespace, workdir: Path) -> dict[s
     """Both apps on one fresh database of that kind, loaded in turn for several rounds."""
     out: dict[str, Any] = {"database": kind, "rounds": {}}
     with database(kind, workdir, opts.postgres_url) as db_url, ExitStack() as stack:
-        cli(["migrate"], db_url)
-        partner = cli(["partners", "add", "bench", "--json"], db_url)
-        cli(
+        run_cli(["migrate"], db_url=db_url)
+        partner = run_cli(["partners", "add", "bench", "--json"], db_url=db_url)
+        run_cli(
             ["locations", "add", "--partner", "bench", "--id", LOCATION_ID, "--name", "Main Street Burgers",
              "--street", "1 Main St", "--city", "Anytown", "--state", "CA", "--postal-code", "12345",
              "--country", "US", "--phone", "+14155550100", "--timezone", "America/Los_Angeles", "--json"],
-            db_url,
+            db_url=db_url,
         )  # fmt: skip
         # intake only: the jobs an order causes are committed with it (that cost is measured) and are run by
         # workers elsewhere; the embedded worker would dispatch to the sandbox simulators in the same process
@@ -236,12 +206,12 @@ def bench_database(kind: str, opts: argparse.Namespace, workdir: Path) -> dict[s
         floor_cmd = [sys.executable, str(HERE / "floor_app.py"), "--database-url", db_url]
         serve = ["serve", "--host", "127.0.0.1"]
         commands = {
-            "orderstream": ([*orderstream_cmd(), *serve], child_env(db_url, extra), "orders"),
-            "floor": (floor_cmd, child_env(db_url), "floor_orders"),
+            "orderstream": ([*orderstream_command(), *serve], process_env(db_url, extra), "orders"),
+            "floor": (floor_cmd, process_env(db_url), "floor_orders"),
         }
         if opts.baseline_src:
             # the same serve from another source tree (e.g. `git archive <commit> src`), to compare two versions
-            baseline_env = child_env(db_url, {**extra, "PYTHONPATH": str(opts.baseline_src.resolve())})
+            baseline_env = process_env(db_url, {**extra, "PYTHONPATH": str(opts.baseline_src.resolve())})
             commands["baseline"] = ([sys.executable, "-c", CLI_MAIN, *serve], baseline_env, "orders")
         targets: dict[str, tuple[str, int]] = {}
         for app in opts.apps:
