@@ -8,10 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from orderstream.config import Settings
 from orderstream.db import Database
 from orderstream.migrate import upgrade
+from tests.factories import PartnerFixture, make_partner
 
 PG_ENV = "ORDERSTREAM_TEST_POSTGRES_URL"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -110,3 +112,18 @@ def db(db_url: str) -> Iterator[Database]:
 def settings(db_url: str) -> Settings:
     """Settings for the database under test, with no embedded worker."""
     return Settings(database_url=db_url, embedded_worker=False, log_json=False)
+
+
+@pytest.fixture
+def client(settings: Settings, db: Database) -> Iterator[TestClient]:
+    """The app over HTTP in process, on the database under test (a test module may define its own)."""
+    from orderstream.app import create_app
+
+    with TestClient(create_app(settings, db=db)) as c:
+        yield c
+
+
+@pytest.fixture
+def partner(db: Database) -> PartnerFixture:
+    """A partner with one location and an API key."""
+    return make_partner(db)

@@ -26,12 +26,12 @@ from orderstream.notifications.channels.twilio import simulator as twilio_sim
 from orderstream.notifications.jobs import register_jobs
 from orderstream.notifications.models import notifications
 from orderstream.orders import domain
-from orderstream.orders.events import DeliveryStatusChanged, OrderCreated
+from orderstream.orders.events import OrderCreated
 from orderstream.orders.handlers import publish
 from orderstream.orders.models import orders
 from orderstream.orders.service import change_status, get_order_for_update
 from tests.factories import PartnerFixture
-from tests.webhooks_out_helpers import JobDriver
+from tests.webhooks_out_helpers import JobDriver, delivery_changed
 
 COURIER = {
     "name": "Dana Driver",
@@ -171,25 +171,17 @@ def delivery(
     attempt_id: int = 1,
 ) -> None:
     """Publish DeliveryStatusChanged as dispatch does."""
-    now = utcnow()
-    with db.write() as conn:
-        get_order_for_update(conn, order_id=order_id)
-        publish(
-            conn,
-            DeliveryStatusChanged(
-                order_id=order_id,
-                partner_id=partner.partner_id,
-                attempt_id=attempt_id,
-                provider="doordash",
-                from_status=None,
-                to_status=to_status,
-                courier=courier,
-                pickup_eta=now + timedelta(minutes=5),
-                dropoff_eta=dropoff_eta or now + timedelta(minutes=30),
-                tracking_url=None,
-                at=now,
-            ),
-        )
+    delivery_changed(
+        db,
+        partner,
+        order_id,
+        to_status,
+        courier=courier,
+        attempt_id=attempt_id,
+        pickup_in=timedelta(minutes=5),
+        dropoff_eta=dropoff_eta,
+        tracking_url=None,
+    )
 
 
 def rows(db: Database, order_id: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -217,6 +217,10 @@ def delivery_changed(
     from_status: str | None = None,
     courier: dict[str, Any] | None = None,
     provider: str = "doordash",
+    attempt_id: int = 1,
+    pickup_in: timedelta = timedelta(minutes=10),
+    dropoff_eta: datetime | None = None,
+    tracking_url: str | None = "https://track.example.com/abc",
 ) -> None:
     """Publish DeliveryStatusChanged the way dispatch-core does: in a write transaction on the order."""
     now = utcnow()
@@ -227,14 +231,14 @@ def delivery_changed(
             DeliveryStatusChanged(
                 order_id=order_id,
                 partner_id=partner.partner_id,
-                attempt_id=1,
+                attempt_id=attempt_id,
                 provider=provider,
                 from_status=from_status,
                 to_status=to_status,
                 courier=courier,
-                pickup_eta=now + timedelta(minutes=10),
-                dropoff_eta=now + timedelta(minutes=30),
-                tracking_url="https://track.example.com/abc",
+                pickup_eta=now + pickup_in,
+                dropoff_eta=dropoff_eta or now + timedelta(minutes=30),
+                tracking_url=tracking_url,
                 at=now,
             ),
         )

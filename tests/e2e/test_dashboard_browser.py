@@ -1,14 +1,13 @@
 """The dashboard in a real headless Chromium against a real server process: sign in, live board, order, cancel.
 
-Screenshots of the board and the order page are written to docs/screenshots/ (linked from the README)
-and to the test's artifact folder (ORDERSTREAM_TEST_ARTIFACTS, else the test's tmp_path).
+Screenshots of the board and the order page go to the test's artifact folder (ORDERSTREAM_TEST_ARTIFACTS,
+else the test's tmp_path); ORDERSTREAM_UPDATE_SCREENSHOTS=1 also rewrites docs/screenshots.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -21,13 +20,13 @@ import pytest
 
 from tests.e2e import harness
 from tests.e2e.conftest import Launcher
+from tests.e2e.screenshots import update_docs_screenshot
 
 pytestmark = pytest.mark.e2e
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery staple"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +125,7 @@ def sign_in(page: Any, base_url: str, email: str) -> None:
 def save_screenshot(page: Any, name: str, artifacts: Path) -> None:
     path = artifacts / name
     page.screenshot(path=str(path), full_page=True)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, SCREENSHOTS / name)
+    update_docs_screenshot(path)
 
 
 def test_sign_in_watch_a_pos_order_arrive_open_it_and_cancel_it(

@@ -22,7 +22,7 @@ from orderstream.db import Database
 from orderstream.notifications.models import notifications
 from tests.e2e import harness
 from tests.e2e.conftest import Launcher
-from tests.e2e.test_notifications_e2e import SimProcess, notification_env
+from tests.e2e.test_notifications_e2e import SimProcess, notification_env, running_sim
 from tests.factories import make_partner
 from tests.notifications_helpers import SmtpSink, order_created, sim_messages, smtp_sink
 from tests.orders_api_helpers import seed_order
@@ -35,13 +35,8 @@ MAX_KILLS = 10
 
 @pytest.fixture
 def slow_sim(tmp_path: Path) -> Iterator[SimProcess]:
-    proc = SimProcess(tmp_path / "logs", "--request-delay-seconds", "0.05")
-    proc.start()
-    try:
-        proc.wait_ready()
+    with running_sim(tmp_path / "logs", "--request-delay-seconds", "0.05") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

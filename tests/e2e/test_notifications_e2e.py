@@ -6,8 +6,8 @@ Orders are stored and their events published by the test, as intake and dispatch
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,13 +18,12 @@ import sqlalchemy as sa
 from orderstream.db import Database, utcnow
 from tests.e2e import harness
 from tests.e2e.conftest import Launcher
+from tests.e2e.screenshots import update_docs_screenshot
 from tests.factories import PartnerFixture, make_partner
 from tests.notifications_helpers import SmtpSink, by_key, delivery, order_created, sim_messages, smtp_sink
 from tests.orders_api_helpers import seed_order
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-SCREENSHOT = Path(__file__).parents[2] / "docs" / "screenshots" / "tracking-page.png"
 
 
 class SimProcess(harness.ManagedProcess):
@@ -50,15 +49,22 @@ class SimProcess(harness.ManagedProcess):
             return False
 
 
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[SimProcess]:
-    proc = SimProcess(tmp_path / "logs")
+@contextmanager
+def running_sim(log_dir: Path, *extra: str) -> Iterator[SimProcess]:
+    """A started, ready simulator process, stopped at the end."""
+    proc = SimProcess(log_dir, *extra)
     proc.start()
     try:
         proc.wait_ready()
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimProcess]:
+    with running_sim(tmp_path / "logs") as proc:
+        yield proc
 
 
 @pytest.fixture
@@ -137,8 +143,7 @@ def test_customer_is_told_and_the_tracking_page_follows_live(
             page.screenshot(path=str(tmp_path / "tracking-page.png"), full_page=True)
         finally:
             browser.close()
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tmp_path / "tracking-page.png", SCREENSHOT)
+    update_docs_screenshot(tmp_path / "tracking-page.png")
 
     out = harness.wait_for(
         lambda: [t for t in _texts(sim.base_url, phone) if "is on its way with" in t],

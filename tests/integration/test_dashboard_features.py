@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from orderstream.app import create_app
 from orderstream.config import Settings
 from orderstream.db import Database, utcnow
 from orderstream.deliveries import service as dispatch
@@ -25,19 +22,8 @@ from orderstream.orders.models import order_history
 from orderstream.tenancy import service as tenancy
 from orderstream.tenancy.models import locations
 from tests.dashboard_helpers import csrf_of, make_user, sign_in
-from tests.factories import PartnerFixture, make_partner
+from tests.factories import PartnerFixture
 from tests.orders_api_helpers import seed_order
-
-
-@pytest.fixture
-def client(settings: Settings, db: Database) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, db=db)) as c:
-        yield c
-
-
-@pytest.fixture
-def partner(db: Database) -> PartnerFixture:
-    return make_partner(db)
 
 
 def seed_attempt(db: Database, order_id: str, **values: Any) -> int:

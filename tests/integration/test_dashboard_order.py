@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from orderstream.app import create_app
-from orderstream.config import Settings
 from orderstream.dashboard.models import dashboard_audit
 from orderstream.db import Database
 from orderstream.orders.models import order_history, orders
 from orderstream.webhooks_out import service as webhooks_service
 from orderstream.webhooks_out.models import webhook_deliveries
 from tests.dashboard_helpers import csrf_of, make_user, sign_in
-from tests.factories import PartnerFixture, make_partner
+from tests.factories import PartnerFixture
 from tests.orders_api_helpers import seed_order
-
-
-@pytest.fixture
-def client(settings: Settings, db: Database) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, db=db)) as c:
-        yield c
-
-
-@pytest.fixture
-def partner(db: Database) -> PartnerFixture:
-    return make_partner(db)
 
 
 def status_of(db: Database, order_id: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -11,9 +10,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from orderstream.app import create_app
-from orderstream.config import Settings
-from orderstream.dashboard import charts, features
+from orderstream.dashboard import admin, charts, features
 from orderstream.db import Database, utcnow
 from orderstream.jobs import outbox
 from orderstream.jobs.models import jobs
@@ -22,12 +19,6 @@ from orderstream.tenancy.models import locations, partner_secrets
 from tests.dashboard_helpers import csrf_of, make_user, sign_in
 from tests.factories import PartnerFixture, make_partner
 from tests.orders_api_helpers import seed_order
-
-
-@pytest.fixture
-def client(settings: Settings, db: Database) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, db=db)) as c:
-        yield c
 
 
 def location_pk(db: Database, partner: PartnerFixture) -> int:
@@ -208,3 +199,19 @@ def test_bar_chart_scales_bars_to_the_largest_value() -> None:
 def test_rate_bar_says_no_data_without_a_denominator() -> None:
     assert "no data yet" in str(charts.rate_bar(0, 0, title="x"))
     assert "75% (3/4)" in str(charts.rate_bar(3, 4, title="x"))
+
+
+def test_partners_overview_gives_each_partner_its_own_secrets_and_keys_newest_first(db: Database) -> None:
+    first, second = make_partner(db), make_partner(db)
+    with db.write() as conn:
+        tenancy.rotate_secret(conn, slug=first.slug, overlap=timedelta(hours=1))
+        tenancy.create_api_key(conn, partner_id=second.partner_id, name="second-extra")
+
+    with db.read() as conn:
+        overview = {p["partner"]["slug"]: p for p in admin.partners_overview(conn)}
+
+    assert [s["state"] for s in overview[first.slug]["secrets"]] == ["current", "overlap"]
+    assert [s["state"] for s in overview[second.slug]["secrets"]] == ["current"]
+    assert [k["name"] for k in overview[second.slug]["api_keys"]][0] == "second-extra"
+    assert len(overview[second.slug]["api_keys"]) == len(overview[first.slug]["api_keys"]) + 1
+    assert all("partner_id" not in k for k in overview[first.slug]["api_keys"])

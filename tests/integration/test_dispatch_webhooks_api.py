@@ -90,7 +90,7 @@ def test_unfinished_booking_is_resumed_without_a_second_delivery(db_url: str, mo
         partner = make_partner(stack.db)
         stack.set_policy(partner, allowed_providers=("doordash",))
         order_id = stack.create_order(partner)
-        registry = ProviderRegistry(stack.settings)
+        registry = ProviderRegistry(stack.settings, stack.db)
         provider = registry.get("doordash")
         with stack.db.write() as conn:
             order = service.get_order(conn, order_id)

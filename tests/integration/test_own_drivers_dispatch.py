@@ -6,9 +6,10 @@ import pytest
 
 from orderstream.db import Database
 from orderstream.deliveries.policy import Strategy
+from orderstream.deliveries.service import DispatchError, request_cancel
 from orderstream.orders.domain import Actor, OrderStatus
 from orderstream.orders.service import change_status, get_order_for_update
-from tests.deliveries_helpers import dispatch_stack
+from tests.deliveries_helpers import ADMIN_TOKEN, dispatch_stack
 from tests.factories import make_partner
 from tests.own_drivers_helpers import add_driver
 
@@ -88,3 +89,48 @@ def test_a_canceled_order_takes_the_delivery_off_the_drivers_list(
         assert attempts[-1]["delivery_status"] == "merchant_canceled"
         with stack.client() as client:
             assert client.get("/v1/drivers/me", headers={"Authorization": f"Bearer {token}"}).json()["deliveries"] == []
+
+
+def test_a_merchant_managed_order_goes_to_the_locations_own_drivers_only(
+    db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with dispatch_stack(db_url, monkeypatch) as stack:
+        partner = make_partner(stack.db)
+        stack.set_policy(partner, allowed_providers=("doordash", "uber"), max_fee=1)  # couriers only, a tiny cap
+        add_driver(stack.db, partner, "Sam")
+        order_id = stack.create_order(partner, fulfillment_type="merchant_managed_delivery")
+        attempts = stack.wait_attempts(order_id, lambda a: a[-1]["delivery_status"] == "enroute_to_pickup")
+        assert [a["provider"] for a in attempts] == ["own_drivers"]
+        assert attempts[0]["courier"]["name"] == "Sam"
+        assert attempts[0]["courier"]["phone"] == "+1******0142"  # the provider masked it; not masked twice
+        assert attempts[0]["accept_deadline"] is None  # nobody to fall back to: no acceptance timeout
+        with stack.db.write() as conn, pytest.raises(DispatchError) as caught:
+            request_cancel(conn, order_id=order_id, actor="operator", reason=None, then_dispatch=True, only="uber")
+        assert caught.value.code == "provider_not_allowed"
+
+
+def test_a_merchant_managed_order_without_drivers_waits_unassigned_for_an_operator(
+    db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with dispatch_stack(db_url, monkeypatch) as stack:
+        partner = make_partner(stack.db)
+        order_id = stack.create_order(partner, fulfillment_type="merchant_managed_delivery")
+        attempts = stack.wait_attempts(order_id, lambda a: a and a[-1]["state"] == "booked")
+        assert [(a["provider"], a["delivery_status"]) for a in attempts] == [
+            ("own_drivers", "pending_driver_confirmation")
+        ]
+        assert stack.order(order_id)["status"] not in ("failed", "canceled")
+        driver_id, _ = add_driver(stack.db, partner, "Sam")
+        admin = f"/admin/partners/{partner.slug}/locations/{partner.location_id}"
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        with stack.client() as client:
+            waiting = client.get(f"{admin}/driver-deliveries", params={"status": "unassigned"}, headers=headers)
+            assert waiting.status_code == 200, waiting.text
+            [delivery] = waiting.json()["data"]
+            resp = client.post(
+                f"{admin}/driver-deliveries/{delivery['id']}/assign", json={"driver_id": driver_id}, headers=headers
+            )
+            assert resp.status_code == 200, resp.text
+        attempts = stack.attempts(order_id)
+        assert [(a["provider"], a["delivery_status"]) for a in attempts] == [("own_drivers", "enroute_to_pickup")]
+        assert attempts[0]["courier"]["name"] == "Sam"

@@ -14,7 +14,9 @@ from orderstream.deliveries.providers.own_drivers import service
 from orderstream.deliveries.providers.own_drivers.provider import OwnDriversProvider
 from orderstream.deliveries.providers.own_drivers.service import DriversError
 from orderstream.deliveries.providers.own_drivers.settings import OwnDriversSettings
+from orderstream.deliveries.registry import ProviderRegistry
 from tests.factories import make_partner
+from tests.orders_api_helpers import seed_order
 from tests.own_drivers_helpers import Updates, add_driver, delivery_request, new_order
 
 
@@ -26,10 +28,12 @@ def _loc(db: Database, partner_id: int, location_id: str) -> RowMapping:
 def test_quote_needs_drivers_and_uses_fee_and_prep_time(db: Database) -> None:
     partner = make_partner(db)
     provider = OwnDriversProvider(db, OwnDriversSettings(travel_minutes=25))
-    order_id = new_order(db, partner)  # prep time 15 min on the order
+    order_id = seed_order(db, partner)  # a courier delivery order; prep time 15 min on the order
     with pytest.raises(ProviderRejected) as caught:
         provider.quote(delivery_request(order_id))
     assert caught.value.code == "no_drivers"
+    # a merchant-managed order has nobody else: it is quoted (and booked unassigned) without any driver
+    assert provider.quote(delivery_request(new_order(db, partner))).provider == "own_drivers"
 
     add_driver(db, partner, "Sam", on_shift=False)
     before = utcnow()
@@ -275,17 +279,20 @@ def test_drivers_add_list_shift_and_deactivate(db: Database) -> None:
     assert caught.value.code == "driver_not_found"
 
 
-def test_the_registry_factory_opens_and_closes_its_own_pool(db: Database, db_url: str) -> None:
+def test_the_registry_factory_uses_the_shared_database(db: Database, db_url: str) -> None:
     partner = make_partner(db)
     add_driver(db, partner, "Sam")
-    provider = OwnDriversProvider.from_settings(Settings(database_url=db_url))
+    registry = ProviderRegistry(Settings(database_url=db_url), db)
     try:
+        provider = registry.get("own_drivers")
+        assert isinstance(provider, OwnDriversProvider)
+        assert provider.db is db  # no pool of its own
         assert provider.name == "own_drivers"
         assert provider.capabilities().cash_collection
         booked = provider.book(delivery_request(new_order(db, partner)))
         assert booked.status is DeliveryStatus.ENROUTE_TO_PICKUP
     finally:
-        provider.close()
+        registry.close()
     with pytest.raises(WebhookRejected) as caught:
         provider.parse_webhook(b"{}", {})
     assert caught.value.status == 404

@@ -12,25 +12,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from orderstream.app import create_app
-from orderstream.config import Settings
 from orderstream.db import Database
 from orderstream.orders.models import orders
 from orderstream.pos.models import inbound_events
 from orderstream.tenancy import service as tenancy
 from tests.factories import PartnerFixture, make_partner
 from tests.pos_helpers import current_order, legacy_order, post_event, sign_hex, signed_headers
-
-
-@pytest.fixture
-def client(settings: Settings, db: Database) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, db=db)) as c:
-        yield c
-
-
-@pytest.fixture
-def partner(db: Database) -> PartnerFixture:
-    return make_partner(db)
 
 
 def error_of(resp: Any, status: int) -> dict[str, Any]:

@@ -469,3 +469,31 @@ def test_alert_is_logged_past_the_alert_rate_and_response_excerpts_are_bounded(
             conn.execute(sa.select(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)).mappings().one()
         )
     assert endpoint["paused_until"] is None
+
+
+def test_order_deliveries_lists_an_orders_deliveries_with_their_attempts_as_get_delivery_does(
+    db: Database, db_url: str, receiver: Receiver
+) -> None:
+    partner = make_partner(db)
+    endpoint_id, _secret = add_endpoint(db, partner, receiver.url())
+    receiver.script = [Reply(500)]
+    order_id = insert_order(db, partner)
+    other_id = insert_order(db, partner)
+    set_status(db, order_id, "preparing")
+    set_status(db, other_id, "preparing")
+    set_status(db, order_id, "canceled")
+    JobDriver(db, webhook_settings(db_url, webhook_retry_scale=0.001), partner).drain(timeout=60)
+    stranger = make_partner(db)
+
+    with db.read() as conn:
+        listed = service.order_deliveries(conn, order_id=order_id, partner_id=partner.partner_id)
+        one_by_one = [
+            service.get_delivery(conn, delivery_id=str(d["id"]), partner_id=partner.partner_id)
+            for d in deliveries(db, endpoint_id)
+            if d["order_id"] == order_id
+        ]
+        foreign = service.order_deliveries(conn, order_id=order_id, partner_id=stranger.partner_id)
+    assert [d["event_type"] for d in listed] == ["order.updated", "order.canceled"]
+    assert listed == one_by_one
+    assert sum(len(d["attempt_log"]) for d in listed) >= 3  # the first delivery was retried once
+    assert foreign == []

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from orderstream.app import create_app
 from orderstream.config import Settings
 from orderstream.db import Database, utcnow
-from orderstream.notifications import service
+from orderstream.notifications import service, tracking
 from orderstream.notifications.channels.twilio.signature import compute
 from orderstream.notifications.models import tracking_tokens
 from tests.factories import PartnerFixture, make_partner
@@ -194,3 +194,16 @@ def test_unsubscribe_link(db: Database, client: TestClient, partner: PartnerFixt
     order_created(db, other)
     driver.drain()
     assert by_key(db, other)[("confirmed", "email")]["reason"] == "opted_out"
+
+
+def test_tracking_touch_makes_a_missing_row_and_refuses_an_unknown_order(db: Database, partner: PartnerFixture) -> None:
+    order_id = seed_order(db, partner)  # no OrderCreated: the order has no tracking row yet
+    at = utcnow()
+    with db.write() as conn:
+        tracking.touch(conn, order_id=order_id, at=at, status="canceled")
+        tracking.touch(conn, order_id=order_id, at=at + timedelta(minutes=1))
+    with db.read() as conn:
+        row = conn.execute(sa.select(tracking_tokens).where(tracking_tokens.c.order_id == order_id)).mappings().one()
+    assert (row["token"], row["version"], row["ended_at"]) == (_token(db, order_id), 3, at)
+    with pytest.raises(sa.exc.NoResultFound), db.write() as conn:
+        tracking.touch(conn, order_id="ord_missing", at=at)

@@ -9,7 +9,7 @@ import pytest
 from orderstream.deliveries import policy as rules
 from orderstream.deliveries.protocol import DeliveryStatus as DS
 from orderstream.deliveries.protocol import Quote
-from orderstream.orders.domain import OrderStatus
+from orderstream.orders.domain import FulfillmentType, OrderStatus
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -98,4 +98,21 @@ def test_phones_are_masked_and_ids_are_stable() -> None:
     assert rules.mask_phone("+16505550100") == "+*******0100"
     assert rules.mask_phone("123") == "***"
     assert rules.mask_phone(None) is None
+    assert rules.mask_phone("+*******0100") == "+*******0100"  # masking twice keeps the last four digits
     assert rules.external_id("ord_1", 2) == "os-ord_1-2"
+
+
+def test_a_merchant_managed_order_goes_to_own_drivers_only_and_waits_for_them() -> None:
+    location = rules.Policy(
+        allowed_providers=("doordash", "uber"), max_fee=500, max_pickup_eta_minutes=10,
+        acceptance_timeout_seconds={"own_drivers": 30.0},
+    )  # fmt: skip
+    assert rules.for_fulfillment(location, FulfillmentType.DELIVERY) is location
+    mine = rules.for_fulfillment(location, FulfillmentType.MERCHANT_MANAGED_DELIVERY)
+    assert (mine.allowed_providers, mine.max_fee, mine.max_pickup_eta_minutes) == (("own_drivers",), None, None)
+    # an operator's choice or a driver who gave up does not send it elsewhere; nobody times it out
+    assert mine.candidates(only="doordash", exclude=["own_drivers"]) == ["own_drivers"]
+    assert mine.acceptance_timeout("own_drivers", 300.0) is None
+    assert location.candidates(only=None, exclude=["doordash"]) == ["uber"]
+    assert location.candidates(only="own_drivers", exclude=[]) == ["own_drivers"]
+    assert location.acceptance_timeout("own_drivers", 300.0) == 30.0

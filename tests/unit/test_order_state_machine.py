@@ -62,7 +62,9 @@ def test_future_orders_start_scheduled() -> None:
 
 
 def test_only_delivery_orders_are_dispatched() -> None:
-    assert [ft for ft in FulfillmentType if is_dispatched(ft)] == [FulfillmentType.DELIVERY]
+    # merchant_managed_delivery goes to the location's own drivers only (deliveries.policy.for_fulfillment)
+    dispatched = [ft for ft in FulfillmentType if is_dispatched(ft)]
+    assert dispatched == [FulfillmentType.DELIVERY, FulfillmentType.MERCHANT_MANAGED_DELIVERY]
 
 
 def test_illegal_transition_says_why() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,29 +17,36 @@ from orderstream.webhooks_out.domain import Outcome, evaluate_health
 from orderstream.webhooks_out.models import webhook_attempts, webhook_endpoints
 
 
+def _without_partner(row: Any) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "partner_id"}
+
+
 def partners_overview(conn: Connection, *, now: datetime | None = None) -> list[dict[str, Any]]:
     """Every partner with its secrets (never their values) and API keys (prefix only)."""
     now = now or utcnow()
-    out = []
-    for partner in conn.execute(sa.select(partners).order_by(partners.c.slug)).mappings():
-        secrets = conn.execute(
-            sa.select(partner_secrets.c.id, partner_secrets.c.created_at, partner_secrets.c.expires_at)
-            .where(partner_secrets.c.partner_id == partner["id"])
-            .order_by(partner_secrets.c.id.desc())
-        ).mappings()
-        keys = conn.execute(
-            sa.select(api_keys.c.id, api_keys.c.prefix, api_keys.c.name, api_keys.c.created_at, api_keys.c.revoked_at)
-            .where(api_keys.c.partner_id == partner["id"])
-            .order_by(api_keys.c.id.desc())
-        ).mappings()
-        out.append(
-            {
-                "partner": partner,
-                "secrets": [{**s, "state": secret_state(s["expires_at"], now)} for s in secrets],
-                "api_keys": [dict(k) for k in keys],
-            }
-        )
-    return out
+    # three queries whatever the number of partners
+    secrets: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    stmt = sa.select(
+        partner_secrets.c.partner_id, partner_secrets.c.id, partner_secrets.c.created_at, partner_secrets.c.expires_at
+    ).order_by(partner_secrets.c.id.desc())
+    for row in conn.execute(stmt).mappings():
+        secret = _without_partner(row)
+        secrets[row["partner_id"]].append({**secret, "state": secret_state(row["expires_at"], now)})
+    keys: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    stmt = sa.select(
+        api_keys.c.partner_id,
+        api_keys.c.id,
+        api_keys.c.prefix,
+        api_keys.c.name,
+        api_keys.c.created_at,
+        api_keys.c.revoked_at,
+    ).order_by(api_keys.c.id.desc())
+    for row in conn.execute(stmt).mappings():
+        keys[row["partner_id"]].append(_without_partner(row))
+    return [
+        {"partner": partner, "secrets": secrets[partner["id"]], "api_keys": keys[partner["id"]]}
+        for partner in conn.execute(sa.select(partners).order_by(partners.c.slug)).mappings()
+    ]
 
 
 def secret_state(expires_at: datetime | None, now: datetime) -> str:

@@ -140,20 +140,28 @@ def _card(row: RowMapping, info: bridges.DeliveryInfo | None, now: datetime, cou
     )
 
 
+def today_select(
+    conn: Connection, user: User, *, now: datetime, location_id: int | None = None
+) -> sa.Select[tuple[object, ...]] | None:
+    """The user's orders due today (requested, else created) in each location's own day; None: no location."""
+    day = sa.func.coalesce(orders.c.requested_for, orders.c.created_at)
+    day_clauses = []
+    for loc in scope.visible_locations(conn, user):
+        if location_id is not None and loc["id"] != location_id:
+            continue
+        start, end = local_day_bounds(loc["timezone"], now)
+        day_clauses.append(sa.and_(orders.c.location_id == loc["id"], day >= start, day < end))
+    return scope.orders_select(user).where(sa.or_(*day_clauses)) if day_clauses else None
+
+
 def today_cards(
     conn: Connection, user: User, filters: BoardFilters, *, now: datetime, courier_lead: timedelta
 ) -> list[Card]:
     """Today's orders the user may see, filtered, oldest first; 'today' is each location's own day."""
-    day_clauses = []
-    for loc in scope.visible_locations(conn, user):
-        if filters.location_id is not None and loc["id"] != filters.location_id:
-            continue
-        start, end = local_day_bounds(loc["timezone"], now)
-        day = sa.func.coalesce(orders.c.requested_for, orders.c.created_at)
-        day_clauses.append(sa.and_(orders.c.location_id == loc["id"], day >= start, day < end))
-    if not day_clauses:
+    today = today_select(conn, user, now=now, location_id=filters.location_id)
+    if today is None:
         return []
-    stmt = scope.orders_select(user).where(sa.or_(*day_clauses)).order_by(orders.c.created_at, orders.c.id)
+    stmt = today.order_by(orders.c.created_at, orders.c.id)
     if filters.fulfillment_type:
         stmt = stmt.where(orders.c.fulfillment_type == filters.fulfillment_type)
     rows = list(conn.execute(stmt).mappings())

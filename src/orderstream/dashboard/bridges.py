@@ -202,9 +202,8 @@ def redispatch(conn: Connection, *, order_id: str, actor_text: str, only: str | 
         if active is None:
             service.request_redispatch(conn, order_id=order_id, actor="operator", reason=actor_text, only=only)
             return
-        exclude = [active["provider"]] if only is None else []
         service.request_cancel(
-            conn, order_id=order_id, actor="operator", reason=actor_text, then_dispatch=True, exclude=exclude, only=only
+            conn, order_id=order_id, actor="operator", reason=actor_text, then_dispatch=True, only=only
         )
     except service.DispatchError as exc:
         raise BridgeRefused(exc.code, str(exc), exc.status) from exc

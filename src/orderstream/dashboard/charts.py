@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from markupsafe import Markup, escape
 from sqlalchemy.engine import Connection
 
-from orderstream.dashboard import board, bridges, scope
+from orderstream.dashboard import board, bridges
 from orderstream.dashboard.users import User
-from orderstream.orders.models import order_history, orders
+from orderstream.orders.models import order_history
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,8 @@ def _completed_at(conn: Connection, order_ids: list[str]) -> dict[str, datetime]
 
 def figures(conn: Connection, user: User, *, now: datetime, location_id: int | None = None) -> Figures:
     """Today's figures (each location's own day) for the user's locations."""
-    day_clauses = []
-    for loc in scope.visible_locations(conn, user):
-        if location_id is not None and loc["id"] != location_id:
-            continue
-        start, end = board.local_day_bounds(loc["timezone"], now)
-        day = sa.func.coalesce(orders.c.requested_for, orders.c.created_at)
-        day_clauses.append(sa.and_(orders.c.location_id == loc["id"], day >= start, day < end))
-    rows = list(conn.execute(scope.orders_select(user).where(sa.or_(*day_clauses))).mappings()) if day_clauses else []
+    today = board.today_select(conn, user, now=now, location_id=location_id)
+    rows = list(conn.execute(today).mappings()) if today is not None else []
     hours: Counter[str] = Counter()
     for row in rows:
         placed = row["placed_at"] or row["created_at"]

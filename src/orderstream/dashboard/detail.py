@@ -6,14 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from orderstream.dashboard import audit, bridges, features, masking
 from orderstream.dashboard.board import money
 from orderstream.orders import domain, queries
 from orderstream.webhooks_out import service as webhooks_service
-from orderstream.webhooks_out.models import webhook_deliveries
 
 
 @dataclass
@@ -86,15 +84,6 @@ def customer_view(order: RowMapping, *, revealed: bool) -> dict[str, str]:
     }
 
 
-def _webhooks(conn: Connection, order: RowMapping) -> list[dict[str, Any]]:
-    ids = conn.execute(
-        sa.select(webhook_deliveries.c.id)
-        .where(webhook_deliveries.c.order_id == order["id"], webhook_deliveries.c.partner_id == order["partner_id"])
-        .order_by(webhook_deliveries.c.sequence, webhook_deliveries.c.id)
-    ).scalars()
-    return [webhooks_service.get_delivery(conn, delivery_id=i, partner_id=order["partner_id"]) for i in ids]
-
-
 def allowed_actions(order: RowMapping) -> dict[str, bool]:
     """Which status actions the state machine allows now."""
     ftype = domain.FulfillmentType(order["fulfillment_type"])
@@ -119,7 +108,10 @@ def load(conn: Connection, order: RowMapping, *, revealed: bool) -> OrderPage:
         missing["dispatch"] = features.missing_text(features.DISPATCH)
     if notes is None:
         missing["notifications"] = features.missing_text(features.NOTIFICATIONS)
-    if not has_webhooks:
+    webhooks = None
+    if has_webhooks:
+        webhooks = webhooks_service.order_deliveries(conn, order_id=order["id"], partner_id=order["partner_id"])
+    else:
         missing["webhooks"] = features.missing_text(features.WEBHOOKS_OUT)
     return OrderPage(
         order=order,
@@ -129,7 +121,7 @@ def load(conn: Connection, order: RowMapping, *, revealed: bool) -> OrderPage:
         history=queries.order_history_rows(conn, order_id=order["id"]),
         attempts=attempts,
         notifications=notes,
-        webhooks=_webhooks(conn, order) if has_webhooks else None,
+        webhooks=webhooks,
         warnings=list(order["warnings"] or []),
         audit=audit.for_order(conn, order_id=order["id"]),
         allowed=allowed_actions(order),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -91,6 +93,17 @@ def _optional_int(value: str, name: str) -> int | None:
     return int(value)
 
 
+@contextmanager
+def _feature_errors() -> Iterator[None]:
+    """A feature's refusal (422) or absence (409) as the page's error."""
+    try:
+        yield
+    except bridges.BridgeRefused as exc:
+        raise PageError(422, exc.code, str(exc)) from exc
+    except bridges.FeatureMissing as exc:
+        raise PageError(409, "feature_missing", str(exc)) from exc
+
+
 @router.post("/locations/{location_id}/dispatch-policy")
 async def set_dispatch_policy(request: Request, location_id: int) -> Response:
     """Replace the location's dispatch policy (providers, strategy, caps, timeouts)."""
@@ -119,18 +132,13 @@ def _save_policy(request: Request, location_id: int, form: Any) -> Response:
     }
     if not allowed:
         raise PageError(422, "validation_error", "allowed_providers: choose at least one provider")
-    try:
-        with db_of(request).write() as conn:
-            known = set(bridges.providers(conn))
-            unknown = [p for p in allowed if p not in known]
-            if unknown:
-                raise PageError(422, "unknown_provider", f"allowed_providers: unknown {', '.join(unknown)}")
-            bridges.set_dispatch_policy(conn, location_id=location_id, values=values)
-            record(conn, user=ctx.user, action="dispatch_policy", details={"location_id": location_id, **values})
-    except bridges.BridgeRefused as exc:
-        raise PageError(422, exc.code, str(exc)) from exc
-    except bridges.FeatureMissing as exc:
-        raise PageError(409, "feature_missing", str(exc)) from exc
+    with _feature_errors(), db_of(request).write() as conn:
+        known = set(bridges.providers(conn))
+        unknown = [p for p in allowed if p not in known]
+        if unknown:
+            raise PageError(422, "unknown_provider", f"allowed_providers: unknown {', '.join(unknown)}")
+        bridges.set_dispatch_policy(conn, location_id=location_id, values=values)
+        record(conn, user=ctx.user, action="dispatch_policy", details={"location_id": location_id, **values})
     return RedirectResponse(f"/dashboard/locations/{location_id}?done=policy", status_code=303)
 
 
@@ -154,21 +162,16 @@ def _save_notifications(request: Request, location_id: int, form: Any) -> Respon
             text = str(form.get(f"text_{kind}_{channel}", "")).strip()
             if text:
                 overrides.setdefault(kind, {})[channel] = {"text": text}
-    try:
-        with db_of(request).write() as conn:
-            bridges.set_notification_settings(
-                conn,
-                location_id=location_id,
-                sms_enabled=form.get("sms_enabled") == "on",
-                email_enabled=form.get("email_enabled") == "on",
-                disabled_kinds=[k for k in kinds if k not in enabled],
-                overrides=overrides,
-            )
-            record(conn, user=ctx.user, action="notification_settings", details={"location_id": location_id})
-    except bridges.BridgeRefused as exc:
-        raise PageError(422, exc.code, str(exc)) from exc
-    except bridges.FeatureMissing as exc:
-        raise PageError(409, "feature_missing", str(exc)) from exc
+    with _feature_errors(), db_of(request).write() as conn:
+        bridges.set_notification_settings(
+            conn,
+            location_id=location_id,
+            sms_enabled=form.get("sms_enabled") == "on",
+            email_enabled=form.get("email_enabled") == "on",
+            disabled_kinds=[k for k in kinds if k not in enabled],
+            overrides=overrides,
+        )
+        record(conn, user=ctx.user, action="notification_settings", details={"location_id": location_id})
     return RedirectResponse(f"/dashboard/locations/{location_id}?done=notifications", status_code=303)
 
 

@@ -99,12 +99,14 @@ def cancel(
     db = _db(_settings())
     try:
         with db.write() as conn:
-            active = service.active_attempt(conn, order_id)
-            exclude: list[str] = [active["provider"]] if active is not None and redispatch and provider is None else []
             row = service.request_cancel(
-                conn, order_id=order_id, actor=Actor.OPERATOR.value, reason=reason, then_dispatch=redispatch,
-                exclude=exclude, only=provider,
-            )  # fmt: skip
+                conn,
+                order_id=order_id,
+                actor=Actor.OPERATOR.value,
+                reason=reason,
+                then_dispatch=redispatch,
+                only=provider,
+            )
     except service.DispatchError as err:
         _fail(err.code, err.message)
         return
@@ -137,9 +139,9 @@ def policy(
             _fail("invalid_acceptance_timeout", f"expected PROVIDER=SECONDS, got {item!r}")
         _check_provider(name)
     with db.write() as conn:
-        found = tenancy.get_partner(conn, slug=partner)
-        location = tenancy.get_location(conn, partner_id=int(found["id"]), external_id=location_id) if found else None
-        if location is None:
+        try:
+            location = tenancy.require_location(conn, partner_slug=partner, external_id=location_id)
+        except tenancy.TenancyError:
             _fail("location_not_found", f"no location {location_id} for partner {partner}")
             return
         current = service.get_policy(conn, location_id=int(location["id"]), settings=settings)

@@ -9,7 +9,7 @@ job's next run books again with the same id, so the provider returns the one del
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -83,7 +83,7 @@ class _Round:
 def dispatch(ctx: JobContext) -> None:
     """Find a courier for an order: resume an unfinished booking, or quote, choose and book with fallback."""
     order_id = str(ctx.payload["order_id"])
-    registry = providers(ctx.services, ctx.settings)
+    registry = providers(ctx.services, ctx.settings, ctx.db)
     with ctx.db.read() as conn:
         order = service.get_order(conn, order_id)
         if order is None or not service.is_dispatchable(order):
@@ -100,7 +100,7 @@ def dispatch(ctx: JobContext) -> None:
         rnd = _Round(
             order=order,
             location=location,
-            policy=service.get_policy(conn, location_id=int(order["location_id"]), settings=ctx.settings),
+            policy=service.order_policy(conn, order=order, settings=ctx.settings),
             number=service.next_number(conn, order_id),
             pickup_ready_at=pickup,
             dropoff_deadline=dropoff,
@@ -108,7 +108,8 @@ def dispatch(ctx: JobContext) -> None:
             only=ctx.payload.get("only"),
             actor=str(ctx.payload.get("actor") or domain.Actor.SYSTEM.value),
         )
-        request = rnd.request(conn, rnd.number)
+        if active is None:
+            request = rnd.request(conn, rnd.number)
     if active is not None:
         if active["state"] == service.BOOKING:
             _resume_booking(ctx, registry, rnd, active)
@@ -123,7 +124,7 @@ def _defer(ctx: JobContext, *, order_id: str, due: Any) -> None:
 
 
 def _candidates(registry: ProviderRegistry, rnd: _Round) -> list[DeliveryProvider]:
-    names = [rnd.only] if rnd.only else [p for p in rnd.policy.allowed_providers if p not in rnd.exclude]
+    names = rnd.policy.candidates(only=rnd.only, exclude=rnd.exclude)
     found: list[DeliveryProvider] = []
     for name in names:
         try:
@@ -139,31 +140,32 @@ def _candidates(registry: ProviderRegistry, rnd: _Round) -> list[DeliveryProvide
 
 
 def _quote_all(
-    ctx: JobContext, candidates: list[DeliveryProvider], request: DeliveryRequest, rnd: _Round
+    ctx: JobContext,
+    registry: ProviderRegistry,
+    candidates: list[DeliveryProvider],
+    request: DeliveryRequest,
+    rnd: _Round,
 ) -> tuple[list[Quote], bool]:
     """Quotes from every candidate in parallel, within the timeout; and whether a retry could help."""
     quotes: list[Quote] = []
     retry = False
-    pool = ThreadPoolExecutor(max_workers=max(1, len(candidates)), thread_name_prefix="dispatch-quote")
-    try:
-        futures = {pool.submit(p.quote, request): p.name for p in candidates}
-        done, late = wait(futures, timeout=ctx.settings.dispatch_quote_timeout_seconds, return_when="ALL_COMPLETED")
-        for future in late:
+    futures = {registry.quote_pool().submit(p.quote, request): p.name for p in candidates}
+    done, late = wait(futures, timeout=ctx.settings.dispatch_quote_timeout_seconds, return_when="ALL_COMPLETED")
+    for future in late:
+        future.cancel()  # still queued: never asked; already running: its answer is left out
+        retry = True
+        rnd.reasons.append(f"{futures[future]}: no quote within {ctx.settings.dispatch_quote_timeout_seconds}s")
+    for future in done:
+        name = futures[future]
+        try:
+            quotes.append(future.result())
+        except ProviderError as err:
+            retry = retry or err.retryable
+            rnd.reasons.append(f"{name}: {err.code}")
+        except Exception as err:  # noqa: BLE001 - one broken adapter must not stop the others
             retry = True
-            rnd.reasons.append(f"{futures[future]}: no quote within {ctx.settings.dispatch_quote_timeout_seconds}s")
-        for future in done:
-            name = futures[future]
-            try:
-                quotes.append(future.result())
-            except ProviderError as err:
-                retry = retry or err.retryable
-                rnd.reasons.append(f"{name}: {err.code}")
-            except Exception as err:  # noqa: BLE001 - one broken adapter must not stop the others
-                retry = True
-                rnd.reasons.append(f"{name}: {type(err).__name__}")
-                log.exception("quote crashed", extra={"order_id": request.order_id, "provider": name})
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+            rnd.reasons.append(f"{name}: {type(err).__name__}")
+            log.exception("quote crashed", extra={"order_id": request.order_id, "provider": name})
     return quotes, retry
 
 
@@ -173,7 +175,7 @@ def _new_round(ctx: JobContext, registry: ProviderRegistry, rnd: _Round, request
     if not candidates:
         _exhausted(ctx, rnd, "no allowed provider" if not rnd.reasons else "; ".join(rnd.reasons))
         return
-    quotes, retry = _quote_all(ctx, candidates, request, rnd)
+    quotes, retry = _quote_all(ctx, registry, candidates, request, rnd)
     ranked, rejected = rules.rank_quotes(quotes, rnd.policy, now=utcnow())
     rnd.reasons += [f"{r.provider}: {r.reason}" for r in rejected]
     log.info(
@@ -187,7 +189,7 @@ def _new_round(ctx: JobContext, registry: ProviderRegistry, rnd: _Round, request
     rnd.quotes = {q.provider: q.fee for q in quotes}
     number = rnd.number
     for quote in ranked:
-        outcome = _book_new(ctx, registry.get(quote.provider), rnd, quote, number)
+        outcome = _book_new(ctx, registry.get(quote.provider), rnd, quote, number, request)
         if outcome != "failed":
             return
         number += 1
@@ -196,10 +198,16 @@ def _new_round(ctx: JobContext, registry: ProviderRegistry, rnd: _Round, request
     _exhausted(ctx, rnd, "; ".join(rnd.reasons) or "no provider could take the delivery")
 
 
-def _book_new(ctx: JobContext, provider: DeliveryProvider, rnd: _Round, quote: Quote, number: int) -> str:
-    """Start attempt `number` with this quote and book it: booked, stopped (someone else is active) or failed."""
-    with ctx.db.read() as conn:
-        request = rnd.request(conn, number)
+def _book_new(
+    ctx: JobContext, provider: DeliveryProvider, rnd: _Round, quote: Quote, number: int, request: DeliveryRequest
+) -> str:
+    """Start attempt `number` with this quote and book it: booked, stopped (someone else is active) or failed.
+
+    request is the round's (attempt rnd.number); a later attempt number gets its own external id.
+    """
+    if number != rnd.number:
+        with ctx.db.read() as conn:
+            request = rnd.request(conn, number)
     if quote.external_id != request.external_id:
         try:
             quote = provider.quote(request)  # a quote is bound to the attempt's external id at some providers
@@ -339,7 +347,7 @@ def check_acceptance(ctx: JobContext) -> None:
         return
     if DeliveryStatus(attempt["delivery_status"]) in rules.COURIER_ASSIGNED or attempt["cancel_requested_at"]:
         return
-    provider = providers(ctx.services, ctx.settings).get(attempt["provider"])
+    provider = providers(ctx.services, ctx.settings, ctx.db).get(attempt["provider"])
     with ctx.db.write() as conn:
         service.mark_cancel_purpose(conn, attempt_id=attempt_id, purpose="no_courier")
     try:
@@ -385,7 +393,7 @@ def cancel_delivery(ctx: JobContext) -> None:
         return
     if attempt["state"] == service.BOOKING:
         raise RetryableError("the booking is still in flight", retry_after=2.0)
-    provider = providers(ctx.services, ctx.settings).get(attempt["provider"])
+    provider = providers(ctx.services, ctx.settings, ctx.db).get(attempt["provider"])
     try:
         outcome = provider.cancel(_ref(attempt))
     except ProviderError as err:
@@ -408,7 +416,7 @@ def reconcile(ctx: JobContext) -> None:
         return
     quiet = timedelta(seconds=ctx.settings.dispatch_quiet_seconds)
     if attempt["last_event_at"] is None or utcnow() - attempt["last_event_at"] >= quiet:
-        provider = providers(ctx.services, ctx.settings).get(attempt["provider"])
+        provider = providers(ctx.services, ctx.settings, ctx.db).get(attempt["provider"])
         try:
             snapshot = provider.get(_ref(attempt))
         except ProviderError as err:

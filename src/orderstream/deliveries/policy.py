@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from orderstream.deliveries.protocol import DeliveryStatus as DS
 from orderstream.deliveries.protocol import Quote
-from orderstream.orders.domain import OrderStatus
+from orderstream.orders.domain import FulfillmentType, OrderStatus
+
+OWN_DRIVERS = "own_drivers"
 
 
 class Strategy(StrEnum):
@@ -31,10 +33,21 @@ class Policy:
     max_pickup_eta_minutes: int | None = None
     acceptance_timeout_seconds: Mapping[str, float] = field(default_factory=dict)
     redispatch_window_minutes: float | None = None
+    own_drivers_only: bool = False  # a merchant-managed order's policy (for_fulfillment), never stored
 
-    def acceptance_timeout(self, provider: str, default: float) -> float:
-        """Seconds to wait for a courier to accept at provider."""
+    def acceptance_timeout(self, provider: str, default: float) -> float | None:
+        """Seconds to wait for a courier to accept at provider; None: wait for an operator, nobody to fall back to."""
+        if self.own_drivers_only:
+            return None
         return float(self.acceptance_timeout_seconds.get(provider, default))
+
+    def candidates(self, *, only: str | None, exclude: Sequence[str]) -> list[str]:
+        """The providers a dispatch round asks: the operator's choice, else the allowed ones not given up on."""
+        if self.own_drivers_only:
+            return list(self.allowed_providers)  # even after a driver gave up: there is nobody else to ask
+        if only:
+            return [only]
+        return [p for p in self.allowed_providers if p not in exclude]
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form for APIs and the CLI."""
@@ -46,6 +59,18 @@ class Policy:
             "acceptance_timeout_seconds": dict(self.acceptance_timeout_seconds),
             "redispatch_window_minutes": self.redispatch_window_minutes,
         }
+
+
+def for_fulfillment(policy: Policy, fulfillment: FulfillmentType) -> Policy:
+    """The policy one order is dispatched by: a merchant-managed order goes to the location's own drivers only.
+
+    The merchant runs those deliveries, so the location's caps on courier fee and pickup ETA do not apply.
+    """
+    if fulfillment is not FulfillmentType.MERCHANT_MANAGED_DELIVERY:
+        return policy
+    return replace(
+        policy, allowed_providers=(OWN_DRIVERS,), max_fee=None, max_pickup_eta_minutes=None, own_drivers_only=True
+    )
 
 
 @dataclass(frozen=True)
@@ -198,6 +223,8 @@ def mask_phone(phone: str | None) -> str | None:
     """A phone number with all but the last four digits hidden."""
     if not phone:
         return None
+    if "*" in phone:
+        return phone  # masked already (own drivers mask their own): again would leave a digit or two
     digits = [c for c in phone if c.isdigit()]
     if len(digits) <= 4:
         return "*" * len(digits)

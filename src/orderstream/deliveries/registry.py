@@ -1,38 +1,41 @@
-"""Delivery providers by name: one factory per provider, built from settings once per process.
+"""Delivery providers by name: one factory per provider, built once per process; and the pool that asks for quotes.
 
-A new provider adds ONE line to FACTORIES: `"name": factory`, where factory(settings) returns an
-object implementing `orderstream.deliveries.protocol.DeliveryProvider`.
+A new provider adds ONE line to FACTORIES: `"name": factory`, where factory(settings, db) returns an
+object implementing `orderstream.deliveries.protocol.DeliveryProvider` (db: the process's shared Database).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from orderstream.config import Settings
+from orderstream.db import Database
 from orderstream.deliveries import sandbox
 from orderstream.deliveries.protocol import DeliveryProvider
 
-ProviderFactory = Callable[[Settings], DeliveryProvider]
+ProviderFactory = Callable[[Settings, Database], DeliveryProvider]
 
 
-def _doordash(settings: Settings) -> DeliveryProvider:
+def _doordash(settings: Settings, _db: Database) -> DeliveryProvider:
     from orderstream.deliveries.providers.doordash.provider import DoorDashProvider
 
     return DoorDashProvider(sandbox.doordash_settings(settings))
 
 
-def _uber(settings: Settings) -> DeliveryProvider:
+def _uber(settings: Settings, _db: Database) -> DeliveryProvider:
     from orderstream.deliveries.providers.uber.provider import UberDirectProvider
 
     return UberDirectProvider(sandbox.uber_settings(settings))
 
 
-def _own_drivers(settings: Settings) -> DeliveryProvider:
+def _own_drivers(_settings: Settings, db: Database) -> DeliveryProvider:
     from orderstream.deliveries.providers.own_drivers.provider import OwnDriversProvider
+    from orderstream.deliveries.providers.own_drivers.settings import OwnDriversSettings
 
-    return OwnDriversProvider.from_settings(settings)
+    return OwnDriversProvider(db, OwnDriversSettings())
 
 
 FACTORIES: dict[str, ProviderFactory] = {
@@ -50,13 +53,23 @@ class UnknownProvider(KeyError):
 
 
 class ProviderRegistry:
-    """Provider instances by name, built on first use and closed with the process's services."""
+    """Provider instances by name, built on first use, and one quote pool; closed with the process's services."""
 
-    def __init__(self, settings: Settings, factories: dict[str, ProviderFactory] | None = None) -> None:
+    def __init__(self, settings: Settings, db: Database, factories: dict[str, ProviderFactory] | None = None) -> None:
         self.settings = settings
+        self.db = db
         self.factories = dict(FACTORIES if factories is None else factories)
         self._built: dict[str, DeliveryProvider] = {}
         self._lock = threading.Lock()
+        self._quote_pool: ThreadPoolExecutor | None = None
+
+    def quote_pool(self) -> ThreadPoolExecutor:
+        """The long-lived pool dispatch rounds ask their quotes in (every worker slot, every provider at once)."""
+        with self._lock:
+            if self._quote_pool is None:
+                workers = max(1, self.settings.worker_concurrency) * max(1, len(self.factories))
+                self._quote_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch-quote")
+            return self._quote_pool
 
     def names(self) -> list[str]:
         """Every registered provider name."""
@@ -69,18 +82,15 @@ class ProviderRegistry:
                 factory = self.factories.get(name)
                 if factory is None:
                     raise UnknownProvider(name)
-                self._built[name] = factory(self.settings)
+                self._built[name] = factory(self.settings, self.db)
             return self._built[name]
 
-    def add(self, provider: DeliveryProvider) -> None:
-        """Use this instance for its name (tests, embedding)."""
-        with self._lock:
-            self._built[provider.name] = provider
-            self.factories.setdefault(provider.name, lambda _settings: provider)
-
     def close(self) -> None:
-        """Close every built provider that holds connections."""
+        """Stop the quote pool and close every built provider that holds connections."""
         with self._lock:
+            if self._quote_pool is not None:
+                self._quote_pool.shutdown(wait=False, cancel_futures=True)
+                self._quote_pool = None
             for provider in self._built.values():
                 close = getattr(provider, "close", None)
                 if callable(close):
@@ -88,11 +98,11 @@ class ProviderRegistry:
             self._built.clear()
 
 
-def providers(services: dict[str, Any], settings: Settings) -> ProviderRegistry:
+def providers(services: dict[str, Any], settings: Settings, db: Database) -> ProviderRegistry:
     """The process's registry, kept in the shared services (closed by bootstrap.close_services)."""
     with _services_lock:
         registry = services.get(SERVICE_KEY)
         if not isinstance(registry, ProviderRegistry):
-            registry = ProviderRegistry(settings)
+            registry = ProviderRegistry(settings, db)
             services[SERVICE_KEY] = registry
         return registry

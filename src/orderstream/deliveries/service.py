@@ -91,6 +91,12 @@ def get_policy(conn: Connection, *, location_id: int, settings: Settings) -> rul
     )
 
 
+def order_policy(conn: Connection, *, order: RowMapping, settings: Settings) -> rules.Policy:
+    """The policy this order is dispatched by: its location's, narrowed by its fulfillment type."""
+    policy = get_policy(conn, location_id=int(order["location_id"]), settings=settings)
+    return rules.for_fulfillment(policy, domain.FulfillmentType(order["fulfillment_type"]))
+
+
 def set_policy(conn: Connection, *, location_id: int, policy: rules.Policy) -> None:
     """Store (replace) a location's policy."""
     values = {
@@ -323,10 +329,16 @@ def courier_dict(snapshot: DeliverySnapshot) -> dict[str, Any] | None:
 
 
 def record_booked(
-    conn: Connection, *, attempt: RowMapping, snapshot: DeliverySnapshot, accept_within: float, settings: Settings
+    conn: Connection,
+    *,
+    attempt: RowMapping,
+    snapshot: DeliverySnapshot,
+    accept_within: float | None,
+    settings: Settings,
 ) -> None:
-    """The provider took the booking: store its truth, start the acceptance check and the reconciler."""
+    """The provider took the booking: store its truth, start the acceptance check (unless None) and the reconciler."""
     now = utcnow()
+    deadline = now + timedelta(seconds=accept_within) if accept_within is not None else None
     conn.execute(
         sa.update(delivery_attempts)
         .where(delivery_attempts.c.id == attempt["id"])
@@ -334,7 +346,7 @@ def record_booked(
             state=BOOKED,
             provider_delivery_id=snapshot.provider_delivery_id or None,
             booked_at=now,
-            accept_deadline=now + timedelta(seconds=accept_within),
+            accept_deadline=deadline,
             last_event_at=now,
             updated_at=now,
         )
@@ -344,13 +356,14 @@ def record_booked(
     _apply_snapshot(
         conn, attempt=booked, snapshot=snapshot, actor=domain.Actor.SYSTEM.value, settings=settings, force_event=True
     )
-    enqueue(
-        conn,
-        kind=ACCEPTANCE_KIND,
-        key=f"attempt:{attempt['id']}",
-        payload={"attempt_id": int(attempt["id"])},
-        run_at=now + timedelta(seconds=accept_within),
-    )
+    if deadline is not None:
+        enqueue(
+            conn,
+            kind=ACCEPTANCE_KIND,
+            key=f"attempt:{attempt['id']}",
+            payload={"attempt_id": int(attempt["id"])},
+            run_at=deadline,
+        )
     schedule_reconcile(conn, attempt_id=int(attempt["id"]), seq=1, settings=settings)
     order = get_order(conn, attempt["order_id"])
     if order is not None and order["status"] == domain.OrderStatus.CANCELED.value:
@@ -713,6 +726,7 @@ def request_redispatch(
         )
     if active_attempt(conn, order_id) is not None:
         raise DispatchError(409, "delivery_active", "the order has an active delivery; cancel it first")
+    _check_only(order, only)
     number = next_number(conn, order_id)
     orders_service.record_history(
         conn,
@@ -731,6 +745,19 @@ def request_redispatch(
     )
 
 
+def _check_only(order: RowMapping, only: str | None) -> None:
+    """A merchant-managed order is only ever given to the location's own drivers."""
+    fulfillment = domain.FulfillmentType(order["fulfillment_type"])
+    if (
+        only is not None
+        and only != rules.OWN_DRIVERS
+        and fulfillment is domain.FulfillmentType.MERCHANT_MANAGED_DELIVERY
+    ):
+        raise DispatchError(
+            409, "provider_not_allowed", f"a merchant-managed delivery goes to the location's own drivers, not {only}"
+        )
+
+
 def request_cancel(
     conn: Connection,
     *,
@@ -741,16 +768,24 @@ def request_cancel(
     exclude: list[str] | None = None,
     only: str | None = None,
 ) -> RowMapping:
-    """Ask (through a job) the provider to cancel the order's active attempt; optionally dispatch again after."""
+    """Ask (through a job) the provider to cancel the order's active attempt; optionally dispatch again after.
+
+    Dispatching again without a chosen provider (only) skips the canceled attempt's provider unless exclude is given.
+    """
     attempt = active_attempt(conn, order_id)
     if attempt is None:
         raise DispatchError(409, "no_active_delivery", "the order has no active delivery")
+    if exclude is None:
+        exclude = [attempt["provider"]] if then_dispatch and only is None else []
+    order = get_order(conn, order_id)
+    if then_dispatch and order is not None:
+        _check_only(order, only)
     context = dict(attempt["context"] or {})
     context["cancel"] = {
         "actor": actor,
         "reason": reason,
         "then_dispatch": then_dispatch,
-        "exclude": exclude or [],
+        "exclude": exclude,
         "only": only,
     }
     context.setdefault("cancel_purpose", "redirect" if then_dispatch else "cancel")

@@ -80,7 +80,7 @@ async def provider_webhook(request: Request, provider: ProviderName) -> JSONResp
     if len(body) > MAX_PROVIDER_BODY:
         raise ApiError(413, "payload_too_large", "webhook body too large")
     try:
-        adapter = providers(request.app.state.services, _settings(request)).get(provider)
+        adapter = providers(request.app.state.services, _settings(request), _db(request)).get(provider)
     except UnknownProvider:
         raise ApiError(404, "unknown_provider", f"no provider {provider!r}") from None
     try:
@@ -143,7 +143,7 @@ def _order_or_404(conn: Connection, order_id: str) -> None:
 def _check_provider(request: Request, name: str | None, path: str) -> None:
     if name is None:
         return
-    if name not in providers(request.app.state.services, _settings(request)).names():
+    if name not in providers(request.app.state.services, _settings(request), _db(request)).names():
         raise ApiError(
             422,
             "validation_error",
@@ -193,15 +193,12 @@ def admin_cancel(request: Request, order_id: OrderId, body: CancelDelivery) -> A
     _check_provider(request, body.provider, "body.provider")
     with _write(request) as conn:
         _order_or_404(conn, order_id)
-        active = service.active_attempt(conn, order_id)
-        exclude = [active["provider"]] if active is not None and body.redispatch and body.provider is None else []
         service.request_cancel(
             conn,
             order_id=order_id,
             actor=Actor.OPERATOR.value,
             reason=body.reason,
             then_dispatch=body.redispatch,
-            exclude=exclude,
             only=body.provider,
         )
         return _attempts(conn, order_id)
@@ -235,10 +232,7 @@ def admin_put_policy(request: Request, slug: str, location_id: str, body: Policy
 
 
 def _location(conn: Connection, slug: str, location_id: str) -> Any:
-    partner = tenancy.get_partner(conn, slug=slug)
-    if partner is None:
-        raise ApiError(404, "partner_not_found", "no such partner")
-    location = tenancy.get_location(conn, partner_id=int(partner["id"]), external_id=location_id)
-    if location is None:
-        raise ApiError(404, "location_not_found", "no such location")
-    return location
+    try:
+        return tenancy.require_location(conn, partner_slug=slug, external_id=location_id)
+    except tenancy.TenancyError as err:
+        raise ApiError(404, err.code, str(err)) from err

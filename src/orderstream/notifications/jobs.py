@@ -51,21 +51,8 @@ class Channels:
             self.http.close()
 
 
-def _sandbox_logging(settings: Settings) -> None:
-    """The sandbox shows its messages in the log: give this logger a handler when the process configured none."""
-    root = logging.getLogger()
-    if log.handlers or root.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(settings.log_level.upper())
-
-
 def build_channels(settings: Settings) -> Channels:
     """Twilio (or the in-process simulator, the sandbox default) and SMTP (or the log sink)."""
-    if settings.notifications_sms_backend == "simulator" or settings.notifications_email_backend == "log":
-        _sandbox_logging(settings)
     http = httpx.Client(
         timeout=httpx.Timeout(settings.http_timeout_seconds, connect=settings.http_connect_timeout_seconds)
     )
@@ -192,10 +179,7 @@ def _claim(ctx: JobContext, notification_id: str) -> _Claim | None:
             return None
         order = conn.execute(sa.select(orders).where(orders.c.id == row["order_id"])).mappings().one()
         channel = Channel(row["channel"])
-        if channel is Channel.SMS:
-            recipient, reason = domain.sms_recipient(order["customer_phone_e164"], order["customer_phone"])
-        else:
-            recipient, reason = domain.email_recipient(order["customer_email"])
+        recipient, reason = service.recipient_of(channel, order)
         if recipient is not None and domain.contact_hash(recipient) != row["recipient_hash"]:
             reason = "contact_changed"
         if reason is None and service.is_opted_out(conn, channel, row["recipient_hash"]):
@@ -245,11 +229,9 @@ def _send_sms(ctx: JobContext, claim: _Claim, channels: Channels) -> str:
 
 def _send_email(ctx: JobContext, claim: _Claim, channels: Channels) -> str:
     row = claim.row
-    prefs = None
     with ctx.db.read() as conn:
-        view = service.load(conn, row["order_id"])
-        prefs = view.prefs if view is not None else None
-    sender = (prefs["from_email"] if prefs is not None else None) or ctx.settings.notifications_from_email
+        from_email = service.location_settings(conn, location_id=row["location_id"])["from_email"]
+    sender = from_email or ctx.settings.notifications_from_email
     email = Email(
         notification_id=row["id"],
         sender=sender,
@@ -257,8 +239,7 @@ def _send_email(ctx: JobContext, claim: _Claim, channels: Channels) -> str:
         subject=row["subject"] or "",
         text=row["body_text"] or "",
         html=row["body_html"],
-        unsubscribe_url=f"{ctx.settings.public_base_url.rstrip('/')}/notifications/unsubscribe/"
-        + service.unsubscribe_token(ctx.settings, row["id"]),
+        unsubscribe_url=service.unsubscribe_url(ctx.settings, row["id"]),
     )
     return channels.email.send(email)
 

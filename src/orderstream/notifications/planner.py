@@ -66,9 +66,16 @@ def told(rows: list[dict[str, Any]]) -> domain.Told:
 
 
 def _queue_kinds(
-    conn: Connection, settings: Settings, order_id: str, kinds: list[Kind], facts: dict[str, Any]
+    conn: Connection,
+    settings: Settings,
+    order_id: str,
+    kinds: list[Kind],
+    facts: dict[str, Any],
+    rows: list[dict[str, Any]] | None = None,
 ) -> list[str]:
-    existing = {row["kind"] for row in _rows(conn, order_id)}
+    if not kinds:
+        return []
+    existing = {row["kind"] for row in (_rows(conn, order_id) if rows is None else rows)}
     queued: list[str] = []
     for kind in kinds:
         if kind in PROGRESS_KINDS and existing & FINAL_KINDS:
@@ -105,10 +112,11 @@ def _on_delivery(conn: Connection, settings: Settings, payload: dict[str, Any], 
     }
     has_courier = bool(facts["courier_first_name"])
     kinds = domain.kinds_for_delivery_status(payload["to_status"], has_courier=has_courier)
-    if _queue_kinds(conn, settings, order_id, kinds, facts):
+    # one read: when nothing was queued, a row _queue_kinds added is a skipped progress message (ignored below)
+    rows = _rows(conn, order_id)
+    if _queue_kinds(conn, settings, order_id, kinds, facts, rows):
         return
     active = payload["to_status"] in domain.COURIER_STATES | domain.ON_THE_WAY_STATES
-    rows = _rows(conn, order_id)
     if not active or {row["kind"] for row in rows} & FINAL_KINDS:
         return
     rules = domain.UpdateRules(

@@ -25,7 +25,8 @@ from orderstream.notifications.models import (
     notifications,
 )
 from orderstream.notifications.render import display_phone, local_datetime, local_time, money, render
-from orderstream.orders.models import order_history, orders
+from orderstream.orders import service as orders_service
+from orderstream.orders.models import orders
 from orderstream.tenancy.models import locations
 
 log = logging.getLogger("orderstream.notifications")
@@ -74,6 +75,12 @@ def unsubscribe_token(settings: Settings, notification_id: str) -> str:
     return f"{notification_id}.{mac}"
 
 
+def unsubscribe_url(settings: Settings, notification_id: str) -> str:
+    """The link in an e-mail that stops further e-mail to its recipient."""
+    token = unsubscribe_token(settings, notification_id)
+    return f"{settings.public_base_url.rstrip('/')}/notifications/unsubscribe/{token}"
+
+
 def check_unsubscribe_token(settings: Settings, token: str) -> str | None:
     """The notification id named by a valid unsubscribe token, else None."""
     notification_id, _, _ = token.partition(".")
@@ -105,30 +112,27 @@ def context(view: OrderView, settings: Settings, facts: dict[str, Any], notifica
         "tracking_url": tracking_url(settings, order["tracking_token"]),
         "pickup_address": address,
         "pickup_instructions": order["fulfillment_instructions"],
-        "unsubscribe_url": f"{settings.public_base_url.rstrip('/')}/notifications/unsubscribe/"
-        + unsubscribe_token(settings, notification_id),
+        "unsubscribe_url": unsubscribe_url(settings, notification_id),
     }
 
 
 def record_history(conn: Connection, *, row: dict[str, Any] | RowMapping, status: str, reason: str | None) -> None:
     """An order-history entry for a message outcome (recipient masked)."""
-    conn.execute(
-        sa.insert(order_history).values(
-            order_id=row["order_id"],
-            at=utcnow(),
-            kind="notification",
-            actor="system",
-            reason=f"{row['channel']} {row['kind']} {status}" + (f": {reason}" if reason else ""),
-            details={
-                "notification_id": row["id"],
-                "kind": row["kind"],
-                "channel": row["channel"],
-                "status": status,
-                "reason": reason,
-                "recipient": row["recipient_masked"],
-                "provider_message_id": row.get("provider_message_id"),
-            },
-        )
+    orders_service.record_history(
+        conn,
+        order_id=row["order_id"],
+        kind="notification",
+        actor="system",
+        reason=f"{row['channel']} {row['kind']} {status}" + (f": {reason}" if reason else ""),
+        details={
+            "notification_id": row["id"],
+            "kind": row["kind"],
+            "channel": row["channel"],
+            "status": status,
+            "reason": reason,
+            "recipient": row["recipient_masked"],
+            "provider_message_id": row.get("provider_message_id"),
+        },
     )
 
 
@@ -182,7 +186,8 @@ def _insert(conn: Connection, values: dict[str, Any]) -> bool:
     return conn.execute(stmt.returning(notifications.c.id)).first() is not None
 
 
-def _recipient(channel: Channel, order: RowMapping) -> tuple[str | None, str | None]:
+def recipient_of(channel: Channel, order: RowMapping) -> tuple[str | None, str | None]:
+    """(the order's phone or e-mail for this channel, None), or (None, why it cannot get a message)."""
     if channel is Channel.SMS:
         return domain.sms_recipient(order["customer_phone_e164"], order["customer_phone"])
     return domain.email_recipient(order["customer_email"])
@@ -228,7 +233,7 @@ def queue(
     now = utcnow()
     queued: list[str] = []
     for channel in Channel:
-        recipient, reason = _recipient(channel, view.order)
+        recipient, reason = recipient_of(channel, view.order)
         recipient_hash = domain.contact_hash(recipient) if recipient else None
         reason = reason or _skip_reason(conn, view, kind, channel, recipient_hash, now)
         if reason is None and recipient_hash is not None:

@@ -28,7 +28,9 @@ def _start_statement(insert: Any) -> Any:
         orders.c.id == sa.bindparam("order_id")
     )
     columns = ["token", "order_id", "created_at", "version", "updated_at"]
-    return insert(tracking_tokens).from_select(columns, source).on_conflict_do_nothing()
+    # RETURNING, not rowcount: psycopg reports -1 for this INSERT ... SELECT, so a miss went unseen on PostgreSQL
+    stmt = insert(tracking_tokens).from_select(columns, source).on_conflict_do_nothing()
+    return stmt.returning(tracking_tokens.c.order_id)
 
 
 _START = {"postgresql": _start_statement(postgresql.insert), "sqlite": _start_statement(sqlite.insert)}
@@ -36,7 +38,7 @@ _START = {"postgresql": _start_statement(postgresql.insert), "sqlite": _start_st
 
 def start(conn: Connection, *, order_id: str, at: datetime) -> None:
     """Register the order's tracking token (the same one the order API's tracking_url shows)."""
-    if conn.execute(_START[conn.dialect.name], {"order_id": order_id, "at": at}).rowcount:
+    if conn.execute(_START[conn.dialect.name], {"order_id": order_id, "at": at}).first() is not None:
         return
     # nothing inserted: the row exists already, or there is no such order (an error, as before)
     if conn.execute(sa.select(orders.c.id).where(orders.c.id == order_id)).first() is None:
@@ -45,13 +47,17 @@ def start(conn: Connection, *, order_id: str, at: datetime) -> None:
 
 def touch(conn: Connection, *, order_id: str, at: datetime, status: str | None = None, delivery: Any = None) -> None:
     """Bump the version (open pages refresh); record the end of the order and the latest delivery facts."""
-    start(conn, order_id=order_id, at=at)
     values: dict[str, Any] = {"version": tracking_tokens.c.version + 1, "updated_at": at}
     if delivery is not None:
         values["delivery"] = delivery
     if status in ENDED:
         values["ended_at"] = sa.func.coalesce(tracking_tokens.c.ended_at, at)
-    conn.execute(sa.update(tracking_tokens).where(tracking_tokens.c.order_id == order_id).values(**values))
+    update = sa.update(tracking_tokens).where(tracking_tokens.c.order_id == order_id).values(**values)
+    # the row nearly always exists (OrderCreated made it): one statement inside the caller's transaction
+    if conn.execute(update).rowcount:
+        return
+    start(conn, order_id=order_id, at=at)
+    conn.execute(update)
 
 
 def delivery_facts(event: Any) -> dict[str, Any]:

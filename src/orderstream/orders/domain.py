@@ -70,7 +70,10 @@ STATES_BY_FULFILLMENT: dict[FulfillmentType, frozenset[OrderStatus]] = {
     FulfillmentType.DINE_IN: _NOT_DELIVERED,
 }
 
-DISPATCHED_TYPES: frozenset[FulfillmentType] = frozenset({FulfillmentType.DELIVERY})
+# merchant_managed_delivery goes to the location's own drivers only (deliveries.policy.for_fulfillment)
+DISPATCHED_TYPES: frozenset[FulfillmentType] = frozenset(
+    {FulfillmentType.DELIVERY, FulfillmentType.MERCHANT_MANAGED_DELIVERY}
+)
 
 
 class IllegalTransition(Exception):

@@ -283,6 +283,15 @@ def get_location(conn: Connection, *, partner_id: int, external_id: str) -> RowM
     )
 
 
+def require_location(conn: Connection, *, partner_slug: str, external_id: str) -> RowMapping:
+    """A location by partner slug and the partner's own location id (operator tools), or a TenancyError."""
+    partner = require_partner(conn, slug=partner_slug)
+    row = get_location(conn, partner_id=int(partner["id"]), external_id=external_id)
+    if row is None:
+        raise TenancyError("location_not_found", f"no location {external_id!r} for partner {partner_slug!r}")
+    return row
+
+
 def list_locations(conn: Connection, *, partner_slug: str | None = None) -> list[dict[str, Any]]:
     """Every location, or a partner's."""
     stmt = sa.select(locations, partners.c.slug).join(partners, partners.c.id == locations.c.partner_id)

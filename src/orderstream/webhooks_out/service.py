@@ -473,6 +473,27 @@ def get_delivery(conn: Connection, *, delivery_id: str, partner_id: int | None =
     return {**delivery_dict(row), "attempt_log": [attempt_dict(a) for a in attempts]}
 
 
+def order_deliveries(conn: Connection, *, order_id: str, partner_id: int) -> list[dict[str, Any]]:
+    """Every delivery of one order of the partner, in stream order, each with its attempts (two queries)."""
+    stmt = (
+        _deliveries_select()
+        .where(webhook_deliveries.c.order_id == order_id, webhook_deliveries.c.partner_id == partner_id)
+        .order_by(webhook_deliveries.c.sequence, webhook_deliveries.c.id)
+    )
+    deliveries = [delivery_dict(r) for r in conn.execute(stmt).mappings()]
+    if not deliveries:
+        return []
+    logs: dict[str, list[dict[str, Any]]] = {d["id"]: [] for d in deliveries}
+    attempts = conn.execute(
+        sa.select(webhook_attempts)
+        .where(webhook_attempts.c.delivery_id.in_(list(logs)))
+        .order_by(webhook_attempts.c.id)
+    ).mappings()
+    for attempt in attempts:
+        logs[attempt["delivery_id"]].append(attempt_dict(attempt))
+    return [{**d, "attempt_log": logs[d["id"]]} for d in deliveries]
+
+
 def _requeue(conn: Connection, *, delivery: RowMapping, now: datetime) -> None:
     conn.execute(
         sa.update(webhook_deliveries)

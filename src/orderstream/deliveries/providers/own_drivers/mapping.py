@@ -109,6 +109,13 @@ def quote(request: DeliveryRequest, *, fee: int, eta: Etas, now: datetime, valid
     )
 
 
+def fleet_values(fleet: Row | None, *, default_fee: int, default_auto_assign: bool) -> tuple[int, bool]:
+    """A location's fee and automatic assignment: its own settings where set, else the defaults."""
+    fee = fleet["fee"] if fleet is not None and fleet["fee"] is not None else default_fee
+    auto = fleet["auto_assign"] if fleet is not None and fleet["auto_assign"] is not None else default_auto_assign
+    return int(fee), bool(auto)
+
+
 @dataclass(frozen=True)
 class Candidate:
     """An on-shift driver and how busy they are."""

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from orderstream.config import Settings
 from orderstream.db import Database, utcnow
 from orderstream.deliveries.protocol import (
     CancelOutcome,
@@ -33,6 +32,7 @@ from orderstream.deliveries.providers.own_drivers.statuses import (
     DriverStatus,
 )
 from orderstream.ids import new_id
+from orderstream.orders.domain import FulfillmentType
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +54,10 @@ class OwnDriversProvider:
         settings: OwnDriversSettings | None = None,
         *,
         clock: Callable[[], datetime] = utcnow,
-        owns_db: bool = False,
     ) -> None:
-        self.db = db
+        self.db = db  # the process's shared Database (the registry passes it)
         self.settings = settings or OwnDriversSettings()
         self.now = clock
-        self.owns_db = owns_db
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> OwnDriversProvider:
-        """The provider of a process (the registry's factory): a small pool of its own on the configured database."""
-        return cls(Database.from_url(settings.database_url, pool_size=4), OwnDriversSettings(), owns_db=True)
-
-    def close(self) -> None:
-        """Close the pool when this provider opened it."""
-        if self.owns_db:
-            self.db.dispose()
 
     def capabilities(self) -> Capabilities:
         """Drivers collect cash, take scheduled runs and tips; proof of delivery (photo/signature URL) is optional."""
@@ -82,7 +70,7 @@ class OwnDriversProvider:
         now = self.now()
         with self.db.read() as conn:
             where = self._where(conn, request)
-            fee = self._fee(conn, location_id=where["location_id"])
+            fee, _ = self._fleet(conn, location_id=where["location_id"])
         eta = self._etas(where, request, now)
         return mapping.quote(request, fee=fee, eta=eta, now=now, validity_seconds=self.settings.quote_validity_seconds)
 
@@ -117,8 +105,9 @@ class OwnDriversProvider:
         where = self._where(conn, request)
         location_id = where["location_id"]
         eta = self._etas(where, request, now)
+        fee, auto_assign = self._fleet(conn, location_id=location_id)
         driver_id = None
-        if self._auto_assign(conn, location_id=location_id):
+        if auto_assign:
             driver_id = mapping.least_busy(store.on_shift_candidates(conn, location_id=location_id))
         delivery_id = new_id("drd")
         store.insert_delivery(
@@ -129,7 +118,7 @@ class OwnDriversProvider:
             location_id=location_id,
             driver_id=driver_id,
             status=(DriverStatus.ASSIGNED if driver_id else DriverStatus.UNASSIGNED).value,
-            fee=quote.fee if quote is not None else self._fee(conn, location_id=location_id),
+            fee=quote.fee if quote is not None else fee,
             currency=request.currency,
             tip=request.tip,
             cash_to_collect=request.cash_to_collect,
@@ -218,7 +207,9 @@ class OwnDriversProvider:
         if where is None:
             raise ProviderRejected("unknown_order", f"no order {request.order_id!r}")
         if store.count_active_drivers(conn, location_id=where["location_id"]) == 0:
-            raise ProviderRejected("no_drivers", "this location has no drivers of its own")
+            if where["fulfillment_type"] != FulfillmentType.MERCHANT_MANAGED_DELIVERY.value:
+                raise ProviderRejected("no_drivers", "this location has no drivers of its own")
+            # nobody else may take a merchant-managed order: it waits unassigned until a driver is added and assigned
         return where
 
     def _etas(self, where: RowMapping, request: DeliveryRequest, now: datetime) -> mapping.Etas:
@@ -232,17 +223,12 @@ class OwnDriversProvider:
             pickup_ready_at=request.pickup_ready_at,
         )
 
-    def _fee(self, conn: Connection, *, location_id: int) -> int:
-        fleet = store.fleet(conn, location_id=location_id)
-        if fleet is not None and fleet["fee"] is not None:
-            return int(fleet["fee"])
-        return self.settings.default_fee
-
-    def _auto_assign(self, conn: Connection, *, location_id: int) -> bool:
-        fleet = store.fleet(conn, location_id=location_id)
-        if fleet is not None and fleet["auto_assign"] is not None:
-            return bool(fleet["auto_assign"])
-        return self.settings.default_auto_assign
+    def _fleet(self, conn: Connection, *, location_id: int) -> tuple[int, bool]:
+        return mapping.fleet_values(
+            store.fleet(conn, location_id=location_id),
+            default_fee=self.settings.default_fee,
+            default_auto_assign=self.settings.default_auto_assign,
+        )
 
     def _require(self, conn: Connection, ref: DeliveryRef, *, lock: bool = False) -> RowMapping:
         row = store.get_delivery(conn, external_id=ref.external_id, lock=lock)

@@ -127,10 +127,10 @@ def location(conn: Connection, *, partner_id: int, external_id: str) -> RowMappi
 
 def partner_location(conn: Connection, *, partner_slug: str, external_id: str) -> RowMapping:
     """A location by partner slug and the partner's location id (operator tools), or DriversError 404."""
-    partner = tenancy.get_partner(conn, slug=partner_slug)
-    if partner is None:
-        raise DriversError(404, "partner_not_found", f"no partner {partner_slug!r}")
-    return location(conn, partner_id=int(partner["id"]), external_id=external_id)
+    try:
+        return tenancy.require_location(conn, partner_slug=partner_slug, external_id=external_id)
+    except tenancy.TenancyError as err:
+        raise DriversError(404, err.code, str(err)) from err
 
 
 def add_driver(
@@ -216,9 +216,9 @@ def driver_for_token(conn: Connection, *, token: str) -> RowMapping | None:
 
 def fleet_dict(conn: Connection, *, loc: RowMapping, default_fee: int, default_auto_assign: bool) -> dict[str, Any]:
     """A location's fleet settings, with the defaults filled in."""
-    row = store.fleet(conn, location_id=loc["id"])
-    fee = row["fee"] if row is not None and row["fee"] is not None else default_fee
-    auto = row["auto_assign"] if row is not None and row["auto_assign"] is not None else default_auto_assign
+    fee, auto = mapping.fleet_values(
+        store.fleet(conn, location_id=loc["id"]), default_fee=default_fee, default_auto_assign=default_auto_assign
+    )
     return {"location_id": loc["external_id"], "fee": fee, "auto_assign": auto}
 
 

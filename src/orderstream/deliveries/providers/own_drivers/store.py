@@ -131,11 +131,12 @@ def upsert_fleet(conn: Connection, *, location_id: int, fee: int | None, auto_as
 
 
 def order_and_location(conn: Connection, *, order_id: str) -> RowMapping | None:
-    """The order's location id, its prep time and the location's."""
+    """The order's location id, fulfillment type, its prep time and the location's."""
     stmt = (
         sa.select(
             orders.c.id.label("order_id"),
             orders.c.location_id,
+            orders.c.fulfillment_type,
             orders.c.prep_time_minutes.label("order_prep_time_minutes"),
             locations.c.prep_time_minutes.label("location_prep_time_minutes"),
         )
