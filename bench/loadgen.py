@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import copy
-import hashlib
-import hmac
 import json
 import os
+import sys
 import time
 import uuid
 from collections import Counter
@@ -27,20 +25,22 @@ from typing import Any
 
 import httpx
 
-# The in-store order example of Stream's docs (docs/in-store-orders.txt), the legacy envelope, as is.
-DOCS_EXAMPLE: dict[str, Any] = json.loads(
-    (Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "pos" / "legacy_order_created.json").read_text()
-)
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# the in-store order example of Stream's docs (the legacy envelope, as is) and its signing, as the tests use them
+from tests.pos_helpers import DOC_ORDER_CREATED, signed_headers  # noqa: E402
+
+DOCS_EXAMPLE: dict[str, Any] = json.loads(DOC_ORDER_CREATED.read_bytes())
 
 
 class EventFactory:
     """Signed bodies of the docs' example, each with a provider_id (POS order id) never used before."""
 
     def __init__(self, secret: str, location_id: str, *, standard_webhooks: bool = False) -> None:
-        self.secret = secret.encode("utf-8")
+        self.secret = secret
         self.location_id = location_id
         self.standard_webhooks = standard_webhooks
-        self.std_key = base64.b64decode(secret.removeprefix("whsec_")) if standard_webhooks else b""
         self.run = uuid.uuid4().hex[:10]
         self.count = 0
 
@@ -55,20 +55,8 @@ class EventFactory:
         order["line_items"][0]["provider_id"] = f"item-{self.count}"
         order["customer"]["phone"] = f"+1415555{self.count % 10000:04d}"
         body = json.dumps(event, separators=(",", ":")).encode()
-        headers = {
-            "Content-Type": "application/json",
-            "Stream-Webhook-Signature": hmac.new(self.secret, body, hashlib.sha256).hexdigest(),
-        }
-        if self.standard_webhooks:
-            msg_id, ts = f"msg_{self.run}_{self.count}", str(int(time.time()))
-            mac = hmac.new(self.std_key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
-            headers.update(
-                {
-                    "webhook-id": msg_id,
-                    "webhook-timestamp": ts,
-                    "webhook-signature": "v1," + base64.b64encode(mac).decode(),
-                }
-            )
+        msg_id = f"msg_{self.run}_{self.count}" if self.standard_webhooks else None
+        headers = signed_headers(self.secret, body, msg_id=msg_id)
         return pos_id, body, headers
 
 

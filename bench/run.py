@@ -17,13 +17,12 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -33,43 +32,15 @@ import httpx
 import sqlalchemy as sa
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # loadgen, and the tests' process helpers
+
+from tests.e2e.harness import free_port, orderstream_command, process_env, run_cli  # noqa: E402
 
 from loadgen import EventFactory, Result, run_async, run_load  # noqa: E402
 
 DEFAULT_PG = os.environ.get("ORDERSTREAM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 LOCATION_ID = "location_456"
-
-
-def free_port() -> int:
-    """A TCP port the OS just reported free."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def orderstream_cmd() -> list[str]:
-    """The `orderstream` script of this interpreter."""
-    script = Path(sys.executable).parent / "orderstream"
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from orderstream.cli import main; main()"]
-
-
-def child_env(db_url: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Our environment without ORDERSTREAM_* settings, plus the database and extras."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERSTREAM_")}
-    env["ORDERSTREAM_DATABASE_URL"] = db_url
-    env.update(extra or {})
-    return env
-
-
-def cli(args: list[str], db_url: str) -> Any:
-    """Run `orderstream <args> --json` and parse its output."""
-    out = subprocess.run(
-        [*orderstream_cmd(), *args], env=child_env(db_url), capture_output=True, text=True, check=False, timeout=120
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"orderstream {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
-    return json.loads(out.stdout) if out.stdout.strip().startswith("{") else out.stdout
+CLI_MAIN = "from orderstream.cli import main; main()"
 
 
 def machine() -> str:
@@ -187,6 +158,11 @@ def measure_round(url: str, pid: int, factory: EventFactory, opts: argparse.Name
     }
 
 
+def ratio_of(app_round: dict[str, Any], floor_round: dict[str, Any]) -> float:
+    """accepted/s of an app over the floor's, in one round."""
+    return round(app_round["closed"]["accepted_per_s"] / max(floor_round["closed"]["accepted_per_s"], 0.1), 2)
+
+
 def median(values: list[float]) -> float:
     """The median (the lower middle for an even count)."""
     ordered = sorted(values)
@@ -216,27 +192,32 @@ def bench_database(kind: str, opts: argparse.Namespace, workdir: Path) -> dict[s
     """Both apps on one fresh database of that kind, loaded in turn for several rounds."""
     out: dict[str, Any] = {"database": kind, "rounds": {}}
     with database(kind, workdir, opts.postgres_url) as db_url, ExitStack() as stack:
-        cli(["migrate"], db_url)
-        partner = cli(["partners", "add", "bench", "--json"], db_url)
-        cli(
+        run_cli(["migrate"], db_url=db_url)
+        partner = run_cli(["partners", "add", "bench", "--json"], db_url=db_url)
+        run_cli(
             ["locations", "add", "--partner", "bench", "--id", LOCATION_ID, "--name", "Main Street Burgers",
              "--street", "1 Main St", "--city", "Anytown", "--state", "CA", "--postal-code", "12345",
              "--country", "US", "--phone", "+14155550100", "--timezone", "America/Los_Angeles", "--json"],
-            db_url,
+            db_url=db_url,
         )  # fmt: skip
         # intake only: the jobs an order causes are committed with it (that cost is measured) and are run by
         # workers elsewhere; the embedded worker would dispatch to the sandbox simulators in the same process
         extra = {"ORDERSTREAM_EMBEDDED_WORKER": "false", **dict(kv.split("=", 1) for kv in opts.env)}
         floor_cmd = [sys.executable, str(HERE / "floor_app.py"), "--database-url", db_url]
+        serve = ["serve", "--host", "127.0.0.1"]
         commands = {
-            "orderstream": ([*orderstream_cmd(), "serve", "--host", "127.0.0.1"], child_env(db_url, extra), "orders"),
-            "floor": (floor_cmd, child_env(db_url), "floor_orders"),
+            "orderstream": ([*orderstream_command(), *serve], process_env(db_url, extra), "orders"),
+            "floor": (floor_cmd, process_env(db_url), "floor_orders"),
         }
+        if opts.baseline_src:
+            # the same serve from another source tree (e.g. `git archive <commit> src`), to compare two versions
+            baseline_env = process_env(db_url, {**extra, "PYTHONPATH": str(opts.baseline_src.resolve())})
+            commands["baseline"] = ([sys.executable, "-c", CLI_MAIN, *serve], baseline_env, "orders")
         targets: dict[str, tuple[str, int]] = {}
         for app in opts.apps:
             args, env, _table = commands[app]
             port = free_port()
-            args = [*args, "--port", str(port), *(opts.serve_arg if app == "orderstream" else [])]
+            args = [*args, "--port", str(port), *(opts.serve_arg if app != "floor" else [])]
             targets[app] = stack.enter_context(server(args, env, port, workdir / f"{app}-{kind}.log"))
             print(f"[{kind}] {app} on :{port} (pid {targets[app][1]})", flush=True)
         factory = EventFactory(partner["secret"], LOCATION_ID)
@@ -249,7 +230,11 @@ def bench_database(kind: str, opts: argparse.Namespace, workdir: Path) -> dict[s
                 print(f"  round {number} {app:<11} {paced.line()}", flush=True)
         for app in targets:
             out[app] = summarize(out["rounds"][app])
+        for app in targets:
+            # orderstream and its baseline share the orders table: their 200s are checked together
+            sharing = [a for a in targets if commands[a][2] == commands[app][2]]
             out[app]["stored"] = count_rows(db_url, commands[app][2])
+            out[app]["acked_checked"] = sum(out[a]["acked"] for a in sharing)
     return out
 
 
@@ -261,25 +246,27 @@ def table(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
     )
     lines = [head, "|" + "---|" * 11]
     for res in results:
-        for app in ("orderstream", "floor"):
+        for app in ("orderstream", "baseline", "floor"):
             if app not in res:
                 continue
             f = res[app]
             lines.append(
                 f"| {res['database']} | {app} | {f['accepted_per_s']:.0f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} "
                 f"| {f['errors']} | {f['paced_p50_ms']:.1f} | {f['paced_p99_ms']:.1f} | {f['paced_errors']} "
-                f"| {f['cpu_ms_per_200']:.2f} | {f['stored']}/{f['acked']} |"
+                f"| {f['cpu_ms_per_200']:.2f} | {f['stored']}/{f['acked_checked']} |"
             )
-        if "orderstream" not in res or "floor" not in res:
-            continue
-        pairs = zip(res["rounds"]["orderstream"], res["rounds"]["floor"], strict=True)
-        ratios = [round(o["closed"]["accepted_per_s"] / max(f["closed"]["accepted_per_s"], 0.1), 2) for o, f in pairs]
-        res["ratio"] = median(ratios)
-        res["ratio_per_round"] = ratios
-        lines.append(
-            f"| {res['database']} | **ratio orderstream / floor** | **{res['ratio']:.2f}** "
-            f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}) | | | | | | | | |"
-        )
+        for app in ("orderstream", "baseline"):
+            if app not in res or "floor" not in res:
+                continue
+            pairs = zip(res["rounds"][app], res["rounds"]["floor"], strict=True)
+            ratios = [ratio_of(o, f) for o, f in pairs]
+            key = "ratio" if app == "orderstream" else "baseline_ratio"
+            res[key] = median(ratios)
+            res[f"{key}_per_round"] = ratios
+            lines.append(
+                f"| {res['database']} | **ratio {app} / floor** | **{res[key]:.2f}** "
+                f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}) | | | | | | | | |"
+            )
     return "\n".join(lines)
 
 
@@ -297,10 +284,18 @@ def main() -> None:
     parser.add_argument("--apps", default="orderstream,floor", help="which apps to measure (default both)")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for orderstream serve (repeatable)")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra argument for orderstream serve")
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="also measure `serve` from this source directory (app `baseline`), e.g. `git archive <commit> src`",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (server logs)")
     opts = parser.parse_args()
     opts.apps = [a.strip() for a in opts.apps.split(",") if a.strip()]
+    if opts.baseline_src and "baseline" not in opts.apps:
+        opts.apps.insert(1, "baseline")
     kinds = [k.strip() for k in opts.databases.split(",") if k.strip()]
     if "postgres" in kinds and not postgres_reachable(opts.postgres_url):
         print(f"PostgreSQL not reachable at {opts.postgres_url}: skipped")

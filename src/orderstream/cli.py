@@ -34,7 +34,7 @@ app.add_typer(drivers_app, name="drivers")
 def _configure_logging(settings: Settings) -> None:
     from orderstream import logs
 
-    logs.configure(settings.log_level, settings.log_output)
+    logs.configure(settings.log_level, "json" if settings.log_json else "text")
 
 
 @app.command()

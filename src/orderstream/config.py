@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,7 +22,7 @@ class Settings(BaseSettings):
     database_url: str = Field(default_factory=default_database_url)
     public_base_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
-    log_json: bool = True
+    log_json: bool = True  # false: text lines (`time LEVEL logger message key=value ...`)
 
     # POS webhook intake
     max_body_bytes: int = 256 * 1024
@@ -108,20 +107,9 @@ class Settings(BaseSettings):
     api_key_pepper: SecretStr = SecretStr("orderstream-local-pepper")
 
     # --- observability (logs, metrics; see docs/operations.md) ---
-    log_format: Literal["json", "text"] | None = None  # when set, wins over log_json
     log_access: bool = True  # one "request" line per HTTP request (method, route, status, duration)
     worker_metrics_port: int = 0  # `orderstream worker` serves its own /metrics on this port when > 0
     worker_metrics_host: str = "127.0.0.1"
-    # --- performance of `serve` (see bench/README.md) ---
-    # threads running blocking request work (anyio's default is 40); fewer threads fight less over the GIL
-    request_threads: int = 40
-
-    @property
-    def log_output(self) -> Literal["json", "text"]:
-        """The log line format: ORDERSTREAM_LOG_FORMAT, else json unless ORDERSTREAM_LOG_JSON=false."""
-        if self.log_format is not None:
-            return self.log_format
-        return "json" if self.log_json else "text"
 
     # --- dashboard --- (see docs/dashboard.md)
     dashboard_session_hours: float = 12.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -72,6 +73,28 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
+# a pooled PostgreSQL connection idle for longer than this is pinged before use
+PING_AFTER_IDLE_SECONDS = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    # pool_pre_ping would cost every checkout a round trip; a connection back in the pool within the
+    # last second is not pinged (a dead one then fails once and SQLAlchemy invalidates the whole pool)
+    @sa.event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("checked_in", None)
+        if idle_since is None or time.monotonic() - idle_since <= PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as err:  # noqa: BLE001 - any failure means: replace this connection
+            raise sa.exc.DisconnectionError() from err  # the pool retries with a fresh connection
+
+
 def create_engine(url: str, *, pool_size: int = 20) -> Engine:
     """An engine for the URL: SQLite gets WAL, synchronous=FULL and immediate write transactions."""
     if url.startswith("sqlite"):
@@ -88,7 +111,9 @@ def create_engine(url: str, *, pool_size: int = 20) -> Engine:
         return engine
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_size=pool_size, max_overflow=20)
+    _ping_idle_connections(engine)
+    return engine
 
 
 class Database:

@@ -14,7 +14,6 @@ know (connection refused or reset, timeout) until it gets an answer. Afterwards,
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import time
@@ -34,7 +33,7 @@ from orderstream.pos.models import inbound_events
 from orderstream.tenancy.models import partners
 from tests.e2e import harness
 from tests.e2e.conftest import Launcher
-from tests.pos_helpers import DOC_ORDER_CREATED
+from tests.pos_helpers import legacy_order
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -42,7 +41,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TOTAL = 2000
 CONNECTIONS = 8
 KILL_AFTER = (600, 1300)  # answers received before each kill -9
-DOCS_ORDER: dict[str, Any] = json.loads(DOC_ORDER_CREATED.read_text())  # the docs' example, as is
 
 
 @dataclass
@@ -91,10 +89,8 @@ class Ledger:
             return self.outcomes[self.next_index - 1]
 
     def body(self, outcome: Outcome) -> bytes:
-        event = copy.deepcopy(DOCS_ORDER)
+        event = legacy_order(outcome.pos_id, location_id=self.partner.location_id)
         order = event["data"]["order"]
-        order["provider_id"] = outcome.pos_id
-        order["location_id"] = self.partner.location_id
         order["customer"]["phone"] = outcome.phone
         order["customer"]["email"] = outcome.email
         return json.dumps(event).encode()
@@ -163,7 +159,7 @@ def test_kill_9_twice_while_posting_2000_orders(db_url: str, launch: Launcher) -
     try:
         with db.read() as conn:
             partner_id = conn.execute(sa.select(partners.c.id).where(partners.c.slug == partner.slug)).scalar_one()
-            stored = Counter(
+            stored: Counter[str] = Counter(
                 dict(
                     conn.execute(
                         sa.select(orders.c.source_order_id, sa.func.count())
@@ -189,7 +185,7 @@ def test_kill_9_twice_while_posting_2000_orders(db_url: str, launch: Launcher) -
             items = per_order(order_line_items.c.order_id)
             history = per_order(order_history.c.order_id)
             raw = per_order(inbound_events.c.order_id)
-            dispatch = Counter(
+            dispatch: Counter[str] = Counter(
                 dict(
                     conn.execute(
                         sa.select(jobs.c.key, sa.func.count())

@@ -20,12 +20,12 @@ NOTIFY_CHANNEL = "orderstream_jobs"
 ENQUEUED_FLAG = "orderstream_jobs_enqueued"
 _ACTIVE_WHERE = sa.text("key IS NOT NULL AND status IN ('pending', 'running')")
 _INSERT = sa.insert(jobs).returning(jobs.c.id)
-_INSERT_KEYED = {
-    name: dialect.insert(jobs)
+# (PostgreSQL uses the insert-and-notify statements below)
+_SQLITE_INSERT_KEYED = (
+    sqlite.insert(jobs)
     .on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
     .returning(jobs.c.id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+)
 
 _COLUMNS = ("kind", "key", "payload", "status", "run_at", "attempts", "max_attempts", "created_at", "updated_at")
 
@@ -81,9 +81,7 @@ def enqueue(
         params = {f"job_{c}": v for c, v in values.items()}
         row = conn.execute(stmt, {**params, "notify_channel": NOTIFY_CHANNEL, "notify_kind": kind}).first()
     else:
-        row = conn.execute(
-            _INSERT_KEYED[dialect] if key is not None and dialect in _INSERT_KEYED else _INSERT, values
-        ).first()
+        row = conn.execute(_SQLITE_INSERT_KEYED if key is not None and dialect == "sqlite" else _INSERT, values).first()
     if row is None:
         return None
     # the kinds enqueued in this transaction: an in-process worker wakes only for kinds it runs

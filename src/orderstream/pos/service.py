@@ -37,6 +37,13 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class KnownLocation:
+    """The event's location, read by the caller ahead of the event (row None: the partner has no such location)."""
+
+    row: RowMapping | None
+
+
+@dataclass(frozen=True)
 class Outcome:
     """The answer to the POS."""
 
@@ -116,12 +123,16 @@ def _answer_event(conn: Connection, event_id: int, answer: Outcome, *, order_id:
 # --- lookups -------------------------------------------------------------------------------------
 
 
+def _unknown_location(path: str, external_id: str) -> InvalidEvent:
+    return InvalidEvent([Problem(path, "unknown_location", f"no location {external_id!r} for this partner")])
+
+
 def find_location(conn: Connection, *, partner_id: int, external_id: str | None, path: str) -> RowMapping:
     """The partner's location by its own id (or its only location when none is given), else a 422."""
     if external_id is not None:
         row = conn.execute(_LOCATION, {"partner_id": partner_id, "external_id": external_id}).mappings().first()
         if row is None:
-            raise InvalidEvent([Problem(path, "unknown_location", f"no location {external_id!r} for this partner")])
+            raise _unknown_location(path, external_id)
         return row
     rows = conn.execute(sa.select(locations).where(locations.c.partner_id == partner_id).limit(2)).mappings().all()
     if len(rows) != 1:
@@ -179,13 +190,30 @@ def _created_body(
     }
 
 
-def create_order(conn: Connection, delivery: Delivery, order: OrderIn, *, content_hash: str, base_url: str) -> Outcome:
-    """Store a new order with its lines, raw event, first history entry and jobs; or recognise a resend."""
+def create_order(
+    conn: Connection,
+    delivery: Delivery,
+    order: OrderIn,
+    *,
+    content_hash: str,
+    base_url: str,
+    known_location: KnownLocation | None = None,
+) -> Outcome:
+    """Store a new order with its lines, raw event, first history entry and jobs; or recognise a resend.
+
+    The location is looked up here unless the caller read it already (`known_location`).
+    """
     if (earlier := replayed(conn, delivery)) is not None:
         return earlier
     prefix = delivery.envelope.prefix
     partner_id = delivery.partner.id
-    location = find_location(conn, partner_id=partner_id, external_id=order.location_id, path=f"{prefix}.location_id")
+    path = f"{prefix}.location_id"
+    if known_location is None:
+        location = find_location(conn, partner_id=partner_id, external_id=order.location_id, path=path)
+    elif known_location.row is None:
+        raise _unknown_location(path, str(order.location_id))
+    else:
+        location = known_location.row
     if order.unpaid and order.fulfillment_type in mapping.DELIVERY_TYPES and not location["allow_unpaid_delivery"]:
         raise InvalidEvent(
             [Problem(f"{prefix}.unpaid", "unpaid_delivery_not_allowed", "the location takes no unpaid deliveries")]

@@ -149,6 +149,30 @@ def _write(db: Database, caller: _Caller) -> Iterator[Connection]:
         yield conn
 
 
+def _create(
+    db: Database, settings: Settings, caller: _Caller, delivery: service.Delivery, order: schemas.OrderIn
+) -> service.Outcome:
+    """order.created in one write transaction; the credentials re-check also reads the order's location."""
+    content_hash, base_url = mapping.content_hash(order), settings.public_base_url
+    if order.location_id is None:  # the partner's only location: looked up by create_order
+        with _write(db, caller) as conn:
+            return service.create_order(conn, delivery, order, content_hash=content_hash, base_url=base_url)
+    with db.write() as conn:
+        unchanged, location = credentials.confirm_at_location(
+            conn, caller.partner, secrets=caller.verified.secrets, now=caller.now, external_id=order.location_id
+        )
+        if caller.from_cache and not unchanged:
+            raise _StaleCredentials
+        return service.create_order(
+            conn,
+            delivery,
+            order,
+            content_hash=content_hash,
+            base_url=base_url,
+            known_location=service.KnownLocation(location),
+        )
+
+
 def _apply(db: Database, settings: Settings, caller: _Caller, delivery: service.Delivery) -> service.Outcome:
     envelope = delivery.envelope
     if envelope.event is EventType.ORDER_CREATED:
@@ -158,11 +182,7 @@ def _apply(db: Database, settings: Settings, caller: _Caller, delivery: service.
         )
         if problems:
             raise InvalidEvent(problems)
-        content_hash = mapping.content_hash(order)
-        with _write(db, caller) as conn:
-            return service.create_order(
-                conn, delivery, order, content_hash=content_hash, base_url=settings.public_base_url
-            )
+        return _create(db, settings, caller, delivery, order)
     if envelope.event in (EventType.ORDER_STATUS_UPDATED, EventType.ORDER_CANCELED):
         change: schemas.StatusUpdateIn | schemas.CancelIn
         if envelope.event is EventType.ORDER_STATUS_UPDATED:
