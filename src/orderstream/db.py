@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 metadata = sa.MetaData(
@@ -26,6 +26,19 @@ metadata = sa.MetaData(
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def insert_ignoring(dialect: str, table: sa.Table, **conflict: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING for PostgreSQL or SQLite (`conflict`: index_elements, index_where).
+
+    Callers learn whether a row went in through RETURNING: psycopg reports no rowcount for it."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing(**conflict)
+
+
+def locked(conn: Connection, stmt: sa.Select[Any], **for_update: Any) -> sa.Select[Any]:
+    """The SELECT locking its rows until the transaction ends, on PostgreSQL; SQLite has one writer anyway."""
+    return stmt.with_for_update(**for_update) if conn.dialect.name == "postgresql" else stmt
 
 
 def utcnow() -> datetime:

@@ -11,11 +11,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
 from orderstream.config import Settings, load_settings
-from orderstream.db import utcnow
+from orderstream.db import insert_ignoring, locked, utcnow
 from orderstream.deliveries import policy as rules
 from orderstream.deliveries.models import delivery_attempts, dispatch_policies, provider_webhook_events
 from orderstream.deliveries.protocol import (
@@ -452,15 +451,7 @@ class ApplyResult:
 def _claim_event(conn: Connection, *, provider: str, event_id: str) -> bool:
     """Remember a provider event id; False when it was seen before."""
     values = {"provider": provider, "event_id": event_id[:200], "result": "applied", "received_at": utcnow()}
-    dialect = conn.dialect.name
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(provider_webhook_events).values(**values).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(provider_webhook_events).values(**values).on_conflict_do_nothing()
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        stmt = sa.insert(provider_webhook_events).values(**values)
-    # RETURNING, not rowcount: psycopg reports no rowcount for ON CONFLICT DO NOTHING
+    stmt = insert_ignoring(conn.dialect.name, provider_webhook_events).values(**values)
     return conn.execute(stmt.returning(provider_webhook_events.c.id)).first() is not None
 
 
@@ -500,9 +491,7 @@ def lock_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
 
 def _lock_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
     stmt = sa.select(delivery_attempts).where(delivery_attempts.c.id == attempt_id)
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return conn.execute(stmt).mappings().first()
+    return conn.execute(locked(conn, stmt)).mappings().first()
 
 
 def apply_update(

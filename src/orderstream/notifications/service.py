@@ -10,11 +10,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
 from orderstream.config import Settings
-from orderstream.db import utcnow
+from orderstream.db import insert_ignoring, utcnow
 from orderstream.ids import new_id
 from orderstream.jobs.outbox import enqueue
 from orderstream.notifications import domain
@@ -178,11 +177,7 @@ def _recent_count(conn: Connection, recipient_hash: str, now: datetime) -> int:
 def _insert(conn: Connection, values: dict[str, Any]) -> bool:
     """Insert unless this (order, kind, channel, seq) exists; True when inserted."""
     index = ["order_id", "kind", "channel", "seq"]
-    stmt: Any
-    if conn.dialect.name == "postgresql":
-        stmt = postgresql.insert(notifications).values(**values).on_conflict_do_nothing(index_elements=index)
-    else:
-        stmt = sqlite.insert(notifications).values(**values).on_conflict_do_nothing(index_elements=index)
+    stmt = insert_ignoring(conn.dialect.name, notifications, index_elements=index).values(**values)
     return conn.execute(stmt.returning(notifications.c.id)).first() is not None
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from orderstream.db import utcnow
+from orderstream.db import locked, utcnow
 from orderstream.orders import domain
 from orderstream.orders.events import OrderStatusChanged
 from orderstream.orders.handlers import publish
@@ -48,10 +48,7 @@ def record_history(
 
 def get_order_for_update(conn: Connection, *, order_id: str) -> RowMapping | None:
     """The order row, locked for the rest of the transaction on PostgreSQL."""
-    stmt = sa.select(orders).where(orders.c.id == order_id)
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    return conn.execute(stmt).mappings().first()
+    return conn.execute(locked(conn, sa.select(orders).where(orders.c.id == order_id))).mappings().first()
 
 
 def change_status(

@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
+from orderstream.db import insert_ignoring, locked
 from orderstream.errors import ApiError
 from orderstream.ids import new_id, new_token
 from orderstream.orders import domain
@@ -63,8 +63,7 @@ _ORDER_KEY = ("partner_id", "location_id", "source_order_id")
 @functools.cache
 def _insert_ignoring(dialect: str, table: sa.Table, conflict_on: tuple[str, ...], returning: sa.Column[Any]) -> Any:
     """INSERT ... ON CONFLICT (conflict_on) DO NOTHING RETURNING returning, built once per dialect."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).on_conflict_do_nothing(index_elements=list(conflict_on)).returning(returning)
+    return insert_ignoring(dialect, table, index_elements=list(conflict_on)).returning(returning)
 
 
 # --- the inbound event store ---------------------------------------------------------------------
@@ -147,9 +146,7 @@ def find_order(conn: Connection, *, partner_id: int, pos_order_id: str, location
         stmt = stmt.join(locations, locations.c.id == orders.c.location_id).where(
             locations.c.external_id == location_id
         )
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update(of=orders)
-    rows = conn.execute(stmt.limit(2)).mappings().all()
+    rows = conn.execute(locked(conn, stmt, of=orders).limit(2)).mappings().all()
     if not rows:
         raise ApiError(404, "order_not_found", f"no order {pos_order_id!r} for this partner")
     if len(rows) > 1:

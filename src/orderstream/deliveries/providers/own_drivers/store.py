@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from orderstream.db import utcnow
+from orderstream.db import locked, utcnow
 from orderstream.deliveries.providers.own_drivers.mapping import Candidate
 from orderstream.deliveries.providers.own_drivers.models import driver_deliveries, driver_fleets, drivers
 from orderstream.deliveries.providers.own_drivers.statuses import OPEN
@@ -16,10 +16,6 @@ from orderstream.orders.models import orders
 from orderstream.tenancy.models import locations
 
 _OPEN = [s.value for s in OPEN]
-
-
-def _for_update(conn: Connection, stmt: sa.Select[Any]) -> sa.Select[Any]:
-    return stmt.with_for_update() if conn.dialect.name == "postgresql" else stmt
 
 
 def get_driver(conn: Connection, *, driver_id: str) -> RowMapping | None:
@@ -78,7 +74,7 @@ def on_shift_candidates(conn: Connection, *, location_id: int) -> list[Candidate
     ids = [
         row[0]
         for row in conn.execute(
-            _for_update(
+            locked(
                 conn,
                 sa.select(drivers.c.id)
                 .where(drivers.c.location_id == location_id)
@@ -156,7 +152,7 @@ def get_delivery(
     if external_id is not None:
         stmt = stmt.where(driver_deliveries.c.external_id == external_id)
     if lock:
-        stmt = _for_update(conn, stmt)
+        stmt = locked(conn, stmt)
     return conn.execute(stmt).mappings().first()
 
 
