@@ -9,7 +9,6 @@ process reports the same, database-wide values.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -37,44 +36,16 @@ HTTP_DURATION = Histogram(
 )
 ORDERS = Counter(
     "orderstream_orders_total",
-    "POS order intake: accepted (new order stored), duplicate (same order again) or rejected (by error code)",
+    "POS webhook: order.created accepted (new order stored) or duplicate; any event rejected (by error code)",
     ["outcome", "reason"],
 )
 WEBHOOK_ATTEMPTS = Counter(
     "orderstream_webhook_attempts_total", "Outbound webhook attempts to the POS, by outcome", ["outcome"]
 )
 
-# Routes whose answers are counted in ORDERS (the POS webhook of the intake feature).
-INTAKE_ROUTES = frozenset({"/pos/{partner_slug}/webhook"})
-# An intake answer larger than this is not parsed for its outcome (they are a few hundred bytes).
-_MAX_SNIFF_BYTES = 64 * 1024
-
-
-def classify_intake(status: int, body: bytes) -> tuple[str, str] | None:
-    """(outcome, reason) of a POS webhook answer, or None when it is not about a new order.
-
-    200 with `"accepted": true` is an accepted order, or a duplicate when the answer says so;
-    a 4xx or 5xx is a rejection with the error code as reason. Status updates and cancellations
-    answer 200 without `accepted`; they are not order intake.
-    """
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        data = None
-    if status >= 400:
-        code = "unknown"
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            code = str(data["error"].get("code") or "unknown")
-        return "rejected", code
-    if not isinstance(data, dict) or data.get("accepted") is not True:
-        return None
-    order = data.get("order")
-    duplicate = data.get("duplicate") is True or (isinstance(order, dict) and order.get("duplicate") is True)
-    return ("duplicate" if duplicate else "accepted"), ""
-
 
 class HttpMetricsMiddleware:
-    """ASGI middleware: counts requests by route template and status, times them, counts intake outcomes."""
+    """ASGI middleware: counts requests by route template and status, and times them."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -85,21 +56,11 @@ class HttpMetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
-        body: list[bytes] = []
-        sniff = [False]
 
         async def send_and_count(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                # the route is matched by now: only intake answers are kept for classification
-                sniff[0] = route_template(scope) in INTAKE_ROUTES
-            elif message["type"] == "http.response.body" and sniff[0]:
-                chunk = message.get("body", b"")
-                if sum(map(len, body)) + len(chunk) <= _MAX_SNIFF_BYTES:
-                    body.append(chunk)
-                else:
-                    sniff[0] = False
             await send(message)
 
         try:
@@ -109,10 +70,6 @@ class HttpMetricsMiddleware:
             method = scope.get("method", "")
             HTTP_DURATION.labels(method, route).observe(time.perf_counter() - started)
             HTTP_REQUESTS.labels(method, route, str(status)).inc()
-            if sniff[0]:
-                outcome = classify_intake(status, b"".join(body))
-                if outcome is not None:
-                    ORDERS.labels(*outcome).inc()
 
 
 class JobQueueCollector:

@@ -210,3 +210,8 @@ def test_pos_intake_outcomes_are_counted_and_jobs_carry_the_request_id(
     assert "john.doe@example.com" not in text
     assert "+1234567890" not in text
     assert "123 Main St" not in text
+    # a status update of a known order answers "accepted" too, but it is not a new order
+    known = {"event": "order.status.updated", "data": {"order": {"provider_id": event["data"]["order"]["provider_id"]}}}
+    known["data"]["order"]["status"] = "preparing"
+    assert post_event(client, partner.slug, partner.secret, known).status_code == 200
+    assert (orders_total("accepted"), orders_total("duplicate")) == after[:2]

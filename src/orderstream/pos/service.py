@@ -21,7 +21,16 @@ from orderstream.orders.models import order_line_items, orders
 from orderstream.pos import mapping
 from orderstream.pos.credentials import PartnerAuth
 from orderstream.pos.models import inbound_events
-from orderstream.pos.schemas import CancelIn, Envelope, InvalidEvent, LocationStatusIn, OrderIn, Problem, StatusUpdateIn
+from orderstream.pos.schemas import (
+    CancelIn,
+    Envelope,
+    EventType,
+    InvalidEvent,
+    LocationStatusIn,
+    OrderIn,
+    Problem,
+    StatusUpdateIn,
+)
 from orderstream.tenancy.models import locations
 
 
@@ -49,6 +58,7 @@ class Outcome:
 
     status: int
     body: dict[str, Any]
+    intake: str | None = None  # an order.created answer: "accepted" (a new order) or "duplicate"; else None
 
 
 # Statements of the request path are built once: building one per request costs more than running it.
@@ -74,13 +84,14 @@ def replayed(conn: Connection, delivery: Delivery) -> Outcome | None:
     if delivery.webhook_id is None:
         return None
     row = conn.execute(
-        sa.select(inbound_events.c.response_status, inbound_events.c.response_body)
+        sa.select(inbound_events.c.response_status, inbound_events.c.response_body, inbound_events.c.event_type)
         .where(inbound_events.c.partner_id == delivery.partner.id)
         .where(inbound_events.c.webhook_id == delivery.webhook_id)
     ).first()
     if row is None:
         return None
-    return Outcome(int(row.response_status or 200), {**(row.response_body or {}), "duplicate": True})
+    intake = "duplicate" if row.event_type == EventType.ORDER_CREATED.value else None
+    return Outcome(int(row.response_status or 200), {**(row.response_body or {}), "duplicate": True}, intake)
 
 
 def _stored_answer(conn: Connection, delivery: Delivery) -> Outcome:
@@ -233,7 +244,8 @@ def create_order(
         "created_at": now,
         "updated_at": now,
     }
-    answer = Outcome(200, _created_body(row, location_id=location["external_id"], base_url=base_url, duplicate=False))
+    body = _created_body(row, location_id=location["external_id"], base_url=base_url, duplicate=False)
+    answer = Outcome(200, body, "accepted")
     event_id = _record_event(conn, delivery, order_id=row["id"], answer=answer)
     if event_id is None:
         return _stored_answer(conn, delivery)
@@ -286,7 +298,7 @@ def _resent_order(
             details={"order_id": existing["id"], "pos_order_id": order.pos_order_id},
         )
     body = _created_body(existing, location_id=location["external_id"], base_url=base_url, duplicate=True)
-    answer = Outcome(200, body)
+    answer = Outcome(200, body, "duplicate")
     _answer_event(conn, event_id, answer, order_id=existing["id"])
     return answer
 

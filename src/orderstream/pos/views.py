@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Connection
 from starlette.concurrency import run_in_threadpool
 
+from orderstream import metrics
 from orderstream.app_state import settings_of
 from orderstream.config import Settings
 from orderstream.db import Database, utcnow
@@ -291,8 +292,14 @@ def handle(app: FastAPI, slug: str, headers: Mapping[str, str], body: bytes) -> 
 async def pos_webhook(request: Request, partner_slug: str) -> JSONResponse:
     """Answers 200 only after the event and everything it causes are committed in one transaction."""
     settings = settings_of(request)
-    check_content_length(request.headers, settings.max_body_bytes)
-    check_content_type(request.headers)
-    body = await read_capped(request, settings.max_body_bytes)
-    outcome = await run_in_threadpool(handle, request.app, partner_slug, request.headers, body)
+    try:
+        check_content_length(request.headers, settings.max_body_bytes)
+        check_content_type(request.headers)
+        body = await read_capped(request, settings.max_body_bytes)
+        outcome = await run_in_threadpool(handle, request.app, partner_slug, request.headers, body)
+    except ApiError as err:
+        metrics.ORDERS.labels("rejected", err.code).inc()
+        raise
+    if outcome.intake is not None:
+        metrics.ORDERS.labels(outcome.intake, "").inc()
     return JSONResponse(outcome.body, status_code=outcome.status)
