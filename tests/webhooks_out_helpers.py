@@ -74,6 +74,7 @@ class Receiver:
         self.base = base or f"/{uuid.uuid4().hex}"  # this receiver's own paths; ports get reused between tests
         self.requests: list[Received] = []
         self.foreign: list[Received] = []
+        self.torn = 0  # requests cut off before their body was complete
         self.script: list[Reply] = []  # consumed first, then `default`
         self.default = Reply()
         self.responder: Callable[[Received], Reply] | None = None
@@ -86,6 +87,11 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # the sender died mid-request (kill -9): a real receiver never sees a torn body as a webhook
+                    receiver.torn += 1
+                    self.close_connection = True
+                    return
                 got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
                 reply = receiver._record(got)
                 if reply.delay:

@@ -171,7 +171,8 @@ def test_kill_9_of_the_worker_mid_delivery_loses_nothing_and_keeps_order(
     print(
         f"\nwebhooks kill -9 ledger ({db.engine.dialect.name}): events={len(events)} requests={len(received)} "
         f"kills={kills} lost={len(lost)} unexpected={len(unexpected)} duplicates_same_id={duplicates} "
-        f"resent_after_kill={len(received) - sum(recorded.values())} order_regressions={regressions} "
+        f"resent_after_kill={len(received) - sum(recorded.values())} torn_by_kill={receiver.torn} "
+        f"order_regressions={regressions} "
         f"deliveries={dict(statuses)} recorded_attempts={dict(recorded)}"
     )
     assert len(events) == 100
