@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
+from orderstream.pos.models import LOCATION_COLUMNS
 from orderstream.tenancy.models import locations, partner_secrets, partners
 
 
@@ -73,7 +74,7 @@ _CREDENTIALS_NOW = (
 _STILL_VALID = sa.select(*_CREDENTIALS_NOW).where(partners.c.id == sa.bindparam("partner_id"))
 # the same, and the partner's location by its own id, in one round trip (the hot path of order.created)
 _STILL_VALID_AT_LOCATION = (
-    sa.select(*_CREDENTIALS_NOW, *locations.c)
+    sa.select(*_CREDENTIALS_NOW, *LOCATION_COLUMNS)
     .select_from(
         partners.outerjoin(
             locations,
