@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -17,8 +17,9 @@ PLAN_KIND = "notifications.plan"
 
 def event_payload(event: Event) -> dict[str, Any]:
     """The event as JSON: its type name and its fields, times in ISO 8601."""
-    fields = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(event).items()}
-    return {"event": type(event).__name__, **fields}
+    # a shallow read of the fields (asdict deep-copies every value, only to serialize it right away)
+    values = ((f.name, getattr(event, f.name)) for f in fields(event))
+    return {"event": type(event).__name__, **{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values}}
 
 
 def _plan(conn: Connection, event: Event) -> None:

@@ -16,6 +16,27 @@ from orderstream.orders.models import order_history, orders
 _INSERT_HISTORY = sa.insert(order_history)
 
 
+def history_entry(
+    *,
+    actor: str,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    reason: str | None = None,
+    kind: str = "status",
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The columns of a new history entry, apart from order_id and inbound_event_id."""
+    return {
+        "at": utcnow(),
+        "kind": kind,
+        "from_status": from_status,
+        "to_status": to_status,
+        "actor": actor,
+        "reason": reason,
+        "details": details,
+    }
+
+
 def record_history(
     conn: Connection,
     *,
@@ -29,21 +50,11 @@ def record_history(
     inbound_event_id: int | None = None,
 ) -> None:
     """Append an entry to the order's history."""
-    # parameters passed apart from the statement: one cached statement instead of one built per call
-    conn.execute(
-        _INSERT_HISTORY,
-        {
-            "order_id": order_id,
-            "at": utcnow(),
-            "kind": kind,
-            "from_status": from_status,
-            "to_status": to_status,
-            "actor": actor,
-            "reason": reason,
-            "details": details,
-            "inbound_event_id": inbound_event_id,
-        },
+    entry = history_entry(
+        actor=actor, from_status=from_status, to_status=to_status, reason=reason, kind=kind, details=details
     )
+    # parameters passed apart from the statement: one cached statement instead of one built per call
+    conn.execute(_INSERT_HISTORY, {**entry, "order_id": order_id, "inbound_event_id": inbound_event_id})
 
 
 def get_order_for_update(conn: Connection, *, order_id: str) -> RowMapping | None:

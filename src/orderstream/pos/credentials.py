@@ -8,6 +8,7 @@ the cached ones do not match.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
+from orderstream.pos.models import LOCATION_COLUMNS
 from orderstream.tenancy.models import locations, partner_secrets, partners
 
 
@@ -59,29 +61,50 @@ _PARTNER_WITH_SECRETS = (
     .order_by(partner_secrets.c.id.desc())
 )
 
-# what `confirm` compares: the partner's settings and how many of the given secrets are still active
-_CREDENTIALS_NOW = (
-    partners.c.require_standard_webhooks,
-    partners.c.rate_limit_per_minute,
-    sa.select(sa.func.count())
-    .where(partner_secrets.c.partner_id == partners.c.id)
-    .where(partner_secrets.c.secret.in_(sa.bindparam("secrets", expanding=True)))
-    .where(sa.or_(_EXPIRES.is_(None), _EXPIRES > sa.bindparam("now", type_=_EXPIRES.type)))
-    .scalar_subquery()
-    .label("active_secrets"),
-)
-_STILL_VALID = sa.select(*_CREDENTIALS_NOW).where(partners.c.id == sa.bindparam("partner_id"))
-# the same, and the partner's location by its own id, in one round trip (the hot path of order.created)
-_STILL_VALID_AT_LOCATION = (
-    sa.select(*_CREDENTIALS_NOW, *locations.c)
-    .select_from(
-        partners.outerjoin(
-            locations,
-            sa.and_(locations.c.partner_id == partners.c.id, locations.c.external_id == sa.bindparam("external_id")),
-        )
+
+@functools.cache
+def _credentials_now(secret_count: int) -> tuple[Any, ...]:
+    """What `confirm` compares: the partner's settings and how many of the given secrets are still active.
+
+    One statement per number of secrets (nearly always 1): an expanding IN would be rewritten on every execution.
+    """
+    secrets = [sa.bindparam(f"secret_{i}", type_=partner_secrets.c.secret.type) for i in range(secret_count)]
+    return (
+        partners.c.require_standard_webhooks,
+        partners.c.rate_limit_per_minute,
+        sa.select(sa.func.count())
+        .where(partner_secrets.c.partner_id == partners.c.id)
+        .where(partner_secrets.c.secret.in_(secrets))
+        .where(sa.or_(_EXPIRES.is_(None), _EXPIRES > sa.bindparam("now", type_=_EXPIRES.type)))
+        .scalar_subquery()
+        .label("active_secrets"),
     )
-    .where(partners.c.id == sa.bindparam("partner_id"))
-)
+
+
+@functools.cache
+def _still_valid(secret_count: int) -> sa.Select[Any]:
+    return sa.select(*_credentials_now(secret_count)).where(partners.c.id == sa.bindparam("partner_id"))
+
+
+@functools.cache
+def _still_valid_at_location(secret_count: int) -> sa.Select[Any]:
+    # the same, and the partner's location by its own id, in one round trip (the hot path of order.created)
+    return (
+        sa.select(*_credentials_now(secret_count), *LOCATION_COLUMNS)
+        .select_from(
+            partners.outerjoin(
+                locations,
+                sa.and_(
+                    locations.c.partner_id == partners.c.id, locations.c.external_id == sa.bindparam("external_id")
+                ),
+            )
+        )
+        .where(partners.c.id == sa.bindparam("partner_id"))
+    )
+
+
+def _secret_params(used: list[str]) -> dict[str, str]:
+    return {f"secret_{i}": secret for i, secret in enumerate(used)}
 
 
 def load_partner(conn: Connection, *, slug: str, now: datetime) -> PartnerAuth | None:
@@ -100,7 +123,7 @@ def load_partner(conn: Connection, *, slug: str, now: datetime) -> PartnerAuth |
 
 
 def _unchanged(row: Any, partner: PartnerAuth, used: list[str]) -> bool:
-    # row: the credential columns (`_CREDENTIALS_NOW`) of the partner, None when it is gone
+    # row: the credential columns (`_credentials_now`) of the partner, None when it is gone
     return (
         row is not None
         and row.active_secrets == len(used)
@@ -112,7 +135,8 @@ def _unchanged(row: Any, partner: PartnerAuth, used: list[str]) -> bool:
 def confirm(conn: Connection, partner: PartnerAuth, *, secrets: Iterable[str], now: datetime) -> bool:
     """True when the secrets that verified are all still active and the partner's settings are unchanged."""
     used = sorted(set(secrets))
-    row = conn.execute(_STILL_VALID, {"partner_id": partner.id, "secrets": used, "now": now}).first()
+    params = {"partner_id": partner.id, "now": now, **_secret_params(used)}
+    row = conn.execute(_still_valid(len(used)), params).first()
     return _unchanged(row, partner, used)
 
 
@@ -121,8 +145,8 @@ def confirm_at_location(
 ) -> tuple[bool, RowMapping | None]:
     """`confirm`, and the partner's location with that external id (None when it has none), in one query."""
     used = sorted(set(secrets))
-    params = {"partner_id": partner.id, "secrets": used, "now": now, "external_id": external_id}
-    row = conn.execute(_STILL_VALID_AT_LOCATION, params).first()
+    params = {"partner_id": partner.id, "now": now, "external_id": external_id, **_secret_params(used)}
+    row = conn.execute(_still_valid_at_location(len(used)), params).first()
     location = row._mapping if row is not None and row.id is not None else None
     return _unchanged(row, partner, used), location
 

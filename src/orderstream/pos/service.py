@@ -17,10 +17,10 @@ from orderstream.orders import domain
 from orderstream.orders import service as orders_service
 from orderstream.orders.events import OrderCreated
 from orderstream.orders.handlers import publish
-from orderstream.orders.models import order_line_items, orders
-from orderstream.pos import mapping
+from orderstream.orders.models import orders
+from orderstream.pos import mapping, store
 from orderstream.pos.credentials import PartnerAuth
-from orderstream.pos.models import inbound_events
+from orderstream.pos.models import LOCATION_COLUMNS, inbound_events
 from orderstream.pos.schemas import (
     CancelIn,
     Envelope,
@@ -62,12 +62,10 @@ class Outcome:
 
 
 # Statements of the request path are built once: building one per request costs more than running it.
-_LOCATION = sa.select(locations).where(
+_LOCATION = sa.select(*LOCATION_COLUMNS).where(
     locations.c.partner_id == sa.bindparam("partner_id"), locations.c.external_id == sa.bindparam("external_id")
 )
 _INSERT_EVENT = sa.insert(inbound_events).returning(inbound_events.c.id)
-_INSERT_LINES = sa.insert(order_line_items)
-_ORDER_KEY = ("partner_id", "location_id", "source_order_id")
 
 
 @functools.cache
@@ -101,11 +99,9 @@ def _stored_answer(conn: Connection, delivery: Delivery) -> Outcome:
     return earlier
 
 
-def _record_event(
-    conn: Connection, delivery: Delivery, *, order_id: str | None = None, answer: Outcome | None = None
-) -> int | None:
-    """Store the raw event; None when its webhook-id was stored before (a concurrent redelivery)."""
-    values = {
+def _event_values(delivery: Delivery, *, order_id: str | None = None, answer: Outcome | None = None) -> dict[str, Any]:
+    """The inbound_events row of a delivery."""
+    return {
         "partner_id": delivery.partner.id,
         "webhook_id": delivery.webhook_id,
         "event_type": delivery.envelope.event.value,
@@ -116,6 +112,11 @@ def _record_event(
         "response_body": answer.body if answer else None,
         "received_at": delivery.received_at,
     }
+
+
+def _record_event(conn: Connection, delivery: Delivery, *, order_id: str | None = None) -> int | None:
+    """Store the raw event; None when its webhook-id was stored before (a concurrent redelivery)."""
+    values = _event_values(delivery, order_id=order_id)
     if delivery.webhook_id is None:
         stmt: Any = _INSERT_EVENT
     else:
@@ -144,7 +145,8 @@ def find_location(conn: Connection, *, partner_id: int, external_id: str | None,
         if row is None:
             raise _unknown_location(path, external_id)
         return row
-    rows = conn.execute(sa.select(locations).where(locations.c.partner_id == partner_id).limit(2)).mappings().all()
+    only = sa.select(*LOCATION_COLUMNS).where(locations.c.partner_id == partner_id).limit(2)
+    rows = conn.execute(only).mappings().all()
     if len(rows) != 1:
         raise InvalidEvent([Problem(path, "missing", "location_id is required (the partner has several locations)")])
     return rows[0]
@@ -246,21 +248,20 @@ def create_order(
     }
     body = _created_body(row, location_id=location["external_id"], base_url=base_url, duplicate=False)
     answer = Outcome(200, body, "accepted")
-    event_id = _record_event(conn, delivery, order_id=row["id"], answer=answer)
-    if event_id is None:
-        return _stored_answer(conn, delivery)
-    insert_order = _insert_ignoring(conn.dialect.name, orders, _ORDER_KEY, orders.c.id)
-    if conn.execute(insert_order, {**row, "inbound_event_id": event_id}).scalar() is None:
-        return _resent_order(conn, location, order, content_hash=content_hash, event_id=event_id, base_url=base_url)
-    conn.execute(_INSERT_LINES, [{"order_id": row["id"], **line} for line in draft.line_items])
-    orders_service.record_history(
-        conn,
-        order_id=row["id"],
+    history = orders_service.history_entry(
         actor=domain.Actor.POS.value,
         to_status=draft.status.value,
         details={"event": delivery.envelope.event.value, "envelope": delivery.envelope.kind},
-        inbound_event_id=event_id,
     )
+    event = _event_values(delivery, order_id=row["id"], answer=answer)
+    order_values = {k: v for k, v in row.items() if k not in ("partner_id", "created_at", "updated_at")}
+    stored = store.store_order(conn, event=event, order=order_values, lines=draft.line_items, history=history)
+    if stored.event_id is None:
+        return _stored_answer(conn, delivery)
+    if not stored.order_is_new:
+        return _resent_order(
+            conn, location, order, content_hash=content_hash, event_id=stored.event_id, base_url=base_url
+        )
     publish(
         conn,
         OrderCreated(

@@ -275,6 +275,15 @@ def handle(app: FastAPI, slug: str, headers: Mapping[str, str], body: bytes) -> 
     summary="Receive a POS event (Stream-compatible in-store orders, status updates, cancels, location status)",
     responses=RESPONSES,
     openapi_extra={
+        # the path parameter is read from the request (FastAPI's per-request validation of it costs more)
+        "parameters": [
+            {
+                "name": "partner_slug",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "title": "Partner Slug"},
+            }
+        ],
         "requestBody": {
             "required": True,
             "content": {
@@ -286,12 +295,13 @@ def handle(app: FastAPI, slug: str, headers: Mapping[str, str], body: bytes) -> 
                     }
                 }
             },
-        }
+        },
     },
 )
-async def pos_webhook(request: Request, partner_slug: str) -> JSONResponse:
+async def pos_webhook(request: Request) -> JSONResponse:
     """Answers 200 only after the event and everything it causes are committed in one transaction."""
     settings = settings_of(request)
+    partner_slug: str = request.path_params["partner_slug"]
     try:
         check_content_length(request.headers, settings.max_body_bytes)
         check_content_type(request.headers)
