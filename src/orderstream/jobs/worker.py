@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -89,6 +90,7 @@ class Worker:
         self.worker_id = worker_id or make_worker_id()
         self._kinds: dict[str, JobKind] = {}
         self._leases: dict[str, float] = {}
+        self._kind_names: list[str] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._halted = threading.Event()
@@ -114,6 +116,7 @@ class Worker:
         self._leases = {
             name: float(kind.lease_seconds or self.settings.job_lease_seconds) for name, kind in self._kinds.items()
         }
+        self._kind_names = sorted(self._leases)
         self._handlers = [
             threading.Thread(target=self._handle_loop, name=f"job-handler-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -198,10 +201,10 @@ class Worker:
             try:
                 free = self.concurrency - self.busy
                 if free > 0:
-                    claimed = self._claim(free)
+                    claimed, due = self._claim(free)
                     if len(claimed) == free:
                         continue  # maybe more are due: take them once a slot frees up
-                    timeout = self._seconds_until_due(idle)
+                    timeout = self._seconds_until(due, idle)
                 else:
                     timeout = idle  # a finishing job wakes us
                 failures = 0
@@ -211,11 +214,15 @@ class Worker:
                 log.warning("job claim failed; retrying", exc_info=True, extra={"retry_in": timeout})
             self._wake.wait(timeout)
 
-    def _claim(self, limit: int) -> list[ClaimedJob]:
+    def _claim(self, limit: int) -> tuple[list[ClaimedJob], datetime | None]:
+        """Claim up to limit due jobs; when fewer were due, also when the next one will be (same transaction)."""
         if not self._leases:
-            return []
+            return [], None
+        due = None
         with self.db.write() as conn:
             claimed = runtime.claim(conn, worker_id=self.worker_id, kinds=self._leases, limit=limit)
+            if len(claimed) < limit:
+                due = runtime.next_due(conn, kinds=self._kind_names)
         with self._lock:
             self._reserved += len(claimed)
         for job in claimed:
@@ -224,13 +231,10 @@ class Worker:
                 max(0.0, (job.claimed_at - job.run_at).total_seconds())
             )
             self._queue.put(job)
-        return claimed
+        return claimed, due
 
-    def _seconds_until_due(self, idle: float) -> float:
-        if not self._leases:
-            return idle
-        with self.db.read() as conn:
-            due = runtime.next_due(conn, kinds=list(self._leases))
+    @staticmethod
+    def _seconds_until(due: datetime | None, idle: float) -> float:
         if due is None:
             return idle
         # +1 ms: never wake a hair before run_at and find nothing
