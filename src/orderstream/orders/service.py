@@ -7,13 +7,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from orderstream.db import locked, utcnow
+from orderstream.db import utcnow
 from orderstream.orders import domain
 from orderstream.orders.events import OrderStatusChanged
 from orderstream.orders.handlers import publish
 from orderstream.orders.models import order_history, orders
 
 _INSERT_HISTORY = sa.insert(order_history)
+_SELECT_ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type))
+_SELECT_ORDER_FOR_UPDATE = _SELECT_ORDER.with_for_update()
 
 
 def record_history(
@@ -48,7 +50,9 @@ def record_history(
 
 def get_order_for_update(conn: Connection, *, order_id: str) -> RowMapping | None:
     """The order row, locked for the rest of the transaction on PostgreSQL."""
-    return conn.execute(locked(conn, sa.select(orders).where(orders.c.id == order_id))).mappings().first()
+    # prebuilt (the values apart): FOR UPDATE on PostgreSQL only, as db.locked does
+    stmt = _SELECT_ORDER_FOR_UPDATE if conn.dialect.name == "postgresql" else _SELECT_ORDER
+    return conn.execute(stmt, {"b_order_id": order_id}).mappings().first()
 
 
 def change_status(
