@@ -97,6 +97,8 @@ class Worker:
         self._queue: queue.Queue[ClaimedJob | None] = queue.Queue()
         self._lock = threading.Lock()
         self._reserved = 0  # claimed and not yet finished
+        # the claim loop waits for a free slot (every slot was busy): the next finishing job wakes it
+        self._slot_wanted = False
         self._running: dict[int, _Running] = {}
         self._threads: list[threading.Thread] = []
         self._handlers: list[threading.Thread] = []
@@ -199,14 +201,16 @@ class Worker:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                free = self.concurrency - self.busy
+                with self._lock:
+                    free = self.concurrency - self._reserved
+                    self._slot_wanted = free <= 0
                 if free > 0:
                     claimed, due = self._claim(free)
                     if len(claimed) == free:
                         continue  # maybe more are due: take them once a slot frees up
                     timeout = self._seconds_until(due, idle)
                 else:
-                    timeout = idle  # a finishing job wakes us
+                    timeout = idle  # the next finishing job wakes us (_slot_wanted)
                 failures = 0
             except Exception:  # noqa: BLE001 - the claim loop must outlive a database outage
                 failures += 1
@@ -248,25 +252,32 @@ class Worker:
             if job is None:
                 return
             request_id = job.payload.get(REQUEST_ID_KEY) if isinstance(job.payload, dict) else None
+            done = False
             try:
                 with log_context(request_id=request_id, job_id=job.id, kind=job.kind):
-                    self._execute(job)
+                    done = self._execute(job)
             except Exception:  # noqa: BLE001 - a handler thread must survive anything
                 log.exception("job runtime error", extra={"job_id": job.id, "kind": job.kind})
             finally:
                 with self._lock:
                     self._reserved -= 1
                     self._running.pop(job.id, None)
-                self._wake.set()
+                    # A job done changes no due time: claim again only when the loop waits for a slot.
+                    # Anything else (a retry scheduled, a lease lost) may: let the loop look again.
+                    wake = self._slot_wanted or not done
+                    self._slot_wanted = False
+                if wake:
+                    self._wake.set()
 
-    def _execute(self, job: ClaimedJob) -> None:
+    def _execute(self, job: ClaimedJob) -> bool:
+        """Run the job and record its outcome; True when it is done (succeeded and recorded)."""
         kind = self._kinds[job.kind]
         limit = min(kind.retry.max_attempts, job.max_attempts)
         labels = {"job_id": job.id, "kind": job.kind, "attempt": job.attempts}
         if job.attempts > limit:
             # only reachable through an expired lease: the worker running the last attempt died
             self._finish(job, error="lease expired during the last attempt (worker lost)", retry_in=None)
-            return
+            return False
         context = JobContext(
             job_id=job.id,
             kind=job.kind,
@@ -293,15 +304,15 @@ class Worker:
         if failure is None:
             if self._record(lambda conn: runtime.complete(conn, job=job)):
                 metrics.JOBS_SUCCEEDED.labels(job.kind).inc()
-            else:
-                self._lease_lost(job)
-            return
+                return True
+            self._lease_lost(job)
+            return False
         error = _error_text(failure)
         metrics.JOBS_FAILED.labels(job.kind).inc()
         if isinstance(failure, PermanentError):
             log.warning("job failed permanently", extra={**labels, "error": error})
             self._finish(job, error=error, retry_in=None)
-            return
+            return False
         retry_after = failure.retry_after if isinstance(failure, RetryableError) else None
         retry_in = None if job.attempts >= limit else kind.retry.next_delay(job.attempts, retry_after=retry_after)
         if isinstance(failure, RetryableError):
@@ -309,6 +320,7 @@ class Worker:
         else:
             log.error("job crashed", exc_info=failure, extra={**labels, "retry_in": retry_in})
         self._finish(job, error=error, retry_in=retry_in)
+        return False
 
     def _finish(self, job: ClaimedJob, *, error: str, retry_in: float | None) -> None:
         status = self._record(lambda conn: runtime.fail(conn, job=job, error=error, retry_in=retry_in))
