@@ -230,8 +230,8 @@ class Worker:
         with self._lock:
             self._reserved += len(claimed)
         for job in claimed:
-            metrics.JOBS_CLAIMED.labels(job.kind).inc()
-            metrics.JOB_QUEUE_LAG_SECONDS.labels(job.kind).observe(
+            metrics.of_kind(metrics.JOBS_CLAIMED, job.kind).inc()
+            metrics.of_kind(metrics.JOB_QUEUE_LAG_SECONDS, job.kind).observe(
                 max(0.0, (job.claimed_at - job.run_at).total_seconds())
             )
             self._queue.put(job)
@@ -298,17 +298,17 @@ class Worker:
             kind.handler(context)
         except Exception as err:  # noqa: BLE001 - an unexpected error is retried like a retryable one
             failure = err
-        metrics.JOB_RUN_SECONDS.labels(job.kind).observe(time.perf_counter() - started)
+        metrics.of_kind(metrics.JOB_RUN_SECONDS, job.kind).observe(time.perf_counter() - started)
         with self._lock:
             self._running.pop(job.id, None)  # no more heartbeats: the outcome ends the lease
         if failure is None:
             if self._record(lambda conn: runtime.complete(conn, job=job)):
-                metrics.JOBS_SUCCEEDED.labels(job.kind).inc()
+                metrics.of_kind(metrics.JOBS_SUCCEEDED, job.kind).inc()
                 return True
             self._lease_lost(job)
             return False
         error = _error_text(failure)
-        metrics.JOBS_FAILED.labels(job.kind).inc()
+        metrics.of_kind(metrics.JOBS_FAILED, job.kind).inc()
         if isinstance(failure, PermanentError):
             log.warning("job failed permanently", extra={**labels, "error": error})
             self._finish(job, error=error, retry_in=None)
@@ -325,15 +325,15 @@ class Worker:
     def _finish(self, job: ClaimedJob, *, error: str, retry_in: float | None) -> None:
         status = self._record(lambda conn: runtime.fail(conn, job=job, error=error, retry_in=retry_in))
         if status == "dead":
-            metrics.JOBS_DEAD.labels(job.kind).inc()
+            metrics.of_kind(metrics.JOBS_DEAD, job.kind).inc()
             log.error("job dead-lettered", extra={"job_id": job.id, "kind": job.kind, "error": error})
         elif status == "pending":
-            metrics.JOBS_RETRIED.labels(job.kind).inc()
+            metrics.of_kind(metrics.JOBS_RETRIED, job.kind).inc()
         else:
             self._lease_lost(job)
 
     def _lease_lost(self, job: ClaimedJob) -> None:
-        metrics.JOBS_LEASE_LOST.labels(job.kind).inc()
+        metrics.of_kind(metrics.JOBS_LEASE_LOST, job.kind).inc()
         log.warning(
             "job lease lost before the outcome was recorded; the new lease holder decides",
             extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempts},
