@@ -56,6 +56,7 @@ _SELECT_POLICY = sa.select(dispatch_policies).where(
     dispatch_policies.c.location_id == sa.bindparam("b_location_id", type_=dispatch_policies.c.location_id.type)
 )
 _SELECT_ORDER = sa.select(orders).where(orders.c.id == _ORDER_ID)
+_SELECT_ORDER_STATUS = sa.select(orders.c.status).where(orders.c.id == _ORDER_ID)
 _SELECT_LOCATION = sa.select(locations).where(
     locations.c.id == sa.bindparam("b_location_id", type_=locations.c.id.type)
 )
@@ -381,10 +382,10 @@ def record_booked(
             run_at=deadline,
         )
     schedule_reconcile(conn, attempt_id=int(attempt["id"]), seq=1, settings=settings)
-    order = get_order(conn, attempt["order_id"])
-    if order is not None and order["status"] == domain.OrderStatus.CANCELED.value:
+    status = conn.execute(_SELECT_ORDER_STATUS, {"b_order_id": attempt["order_id"]}).scalar()
+    if status == domain.OrderStatus.CANCELED.value:
         # canceled while we were booking: the courier must not come
-        request_cancel(conn, order_id=order["id"], actor=domain.Actor.SYSTEM.value, reason="order canceled")
+        request_cancel(conn, order_id=attempt["order_id"], actor=domain.Actor.SYSTEM.value, reason="order canceled")
 
 
 def schedule_reconcile(conn: Connection, *, attempt_id: int, seq: int, settings: Settings) -> None:
@@ -502,7 +503,7 @@ def find_attempt(conn: Connection, *, provider: str, external_id: str, provider_
 
 def lock_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
     """The attempt, with its order and then itself locked (PostgreSQL): every writer takes them in this order."""
-    orders_service.get_order_for_update(conn, order_id=_order_of(conn, attempt_id))
+    orders_service.lock_order(conn, order_id=_order_of(conn, attempt_id))
     return _lock_attempt(conn, attempt_id)
 
 
@@ -526,7 +527,7 @@ def apply_update(
     if found is None:
         raise UnknownDelivery(update.provider, snap.external_id or snap.provider_delivery_id)
     # lock the order first (the same order as every other writer of this order), then the attempt
-    orders_service.get_order_for_update(conn, order_id=found["order_id"])
+    orders_service.lock_order(conn, order_id=found["order_id"])
     attempt = _lock_attempt(conn, int(found["id"]))
     assert attempt is not None
     if not _claim_event(conn, provider=update.provider, event_id=update.event_id):
