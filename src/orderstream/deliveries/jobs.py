@@ -326,7 +326,7 @@ def _book(
 
 def _exhausted(ctx: JobContext, rnd: _Round, reason: str) -> None:
     with ctx.db.write() as conn:
-        orders_service.get_order_for_update(conn, order_id=rnd.order["id"])
+        orders_service.lock_order(conn, order_id=rnd.order["id"])
         if service.active_attempt(conn, rnd.order["id"]) is None:
             service.schedule_failure(conn, order_id=rnd.order["id"], reason=reason[:500], settings=ctx.settings)
 
@@ -443,7 +443,7 @@ def fail_after_grace(ctx: JobContext) -> None:
     """The grace period after an exhausted dispatch ended: fail the order unless an operator re-dispatched."""
     order_id = str(ctx.payload["order_id"])
     with ctx.db.write() as conn:
-        orders_service.get_order_for_update(conn, order_id=order_id)
+        orders_service.lock_order(conn, order_id=order_id)
         if service.active_attempt(conn, order_id) is not None:
             return
         if service.next_number(conn, order_id) - 1 != int(ctx.payload.get("attempts", 0)):

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from orderstream.config import Settings, load_settings
-from orderstream.db import insert_ignoring, locked, utcnow
+from orderstream.db import insert_ignoring, utcnow
 from orderstream.deliveries import policy as rules
 from orderstream.deliveries.models import delivery_attempts, dispatch_policies, provider_webhook_events
 from orderstream.deliveries.protocol import (
@@ -47,6 +47,35 @@ FAIL_KIND = "dispatch.fail"
 
 BOOKING, BOOKED, ENDED = "booking", "booked", "ended"
 
+# Prebuilt statements for the dispatch path, values passed apart: building a statement (and its cache
+# key) per call cost more CPU than running it. Bound parameter names start with `b_` (an UPDATE
+# reserves the column names for its SET clause).
+_ORDER_ID = sa.bindparam("b_order_id", type_=orders.c.id.type)
+_ATTEMPT_ID = sa.bindparam("b_attempt_id", type_=delivery_attempts.c.id.type)
+_SELECT_POLICY = sa.select(dispatch_policies).where(
+    dispatch_policies.c.location_id == sa.bindparam("b_location_id", type_=dispatch_policies.c.location_id.type)
+)
+_SELECT_ORDER = sa.select(orders).where(orders.c.id == _ORDER_ID)
+_SELECT_ORDER_STATUS = sa.select(orders.c.status).where(orders.c.id == _ORDER_ID)
+_SELECT_LOCATION = sa.select(locations).where(
+    locations.c.id == sa.bindparam("b_location_id", type_=locations.c.id.type)
+)
+_SELECT_LINE_ITEMS = (
+    sa.select(order_line_items.c.name, order_line_items.c.quantity, order_line_items.c.price_amount)
+    .where(order_line_items.c.order_id == _ORDER_ID)
+    .order_by(order_line_items.c.position)
+)
+_SELECT_ATTEMPT = sa.select(delivery_attempts).where(delivery_attempts.c.id == _ATTEMPT_ID)
+_SELECT_ATTEMPT_FOR_UPDATE = _SELECT_ATTEMPT.with_for_update()
+_SELECT_ACTIVE_ATTEMPT = sa.select(delivery_attempts).where(delivery_attempts.c.active_order_id == _ORDER_ID)
+_SELECT_LAST_NUMBER = sa.select(sa.func.max(delivery_attempts.c.number)).where(
+    delivery_attempts.c.order_id == _ORDER_ID
+)
+_SELECT_ORDER_OF = sa.select(delivery_attempts.c.order_id).where(delivery_attempts.c.id == _ATTEMPT_ID)
+_INSERT_ATTEMPT = sa.insert(delivery_attempts).returning(delivery_attempts.c.id)
+_UPDATE_ATTEMPT = sa.update(delivery_attempts).where(delivery_attempts.c.id == _ATTEMPT_ID)
+_UPDATE_ORDER = sa.update(orders).where(orders.c.id == _ORDER_ID)
+
 
 class DispatchError(Exception):
     """An operator request that cannot be done; code and status for the API."""
@@ -76,8 +105,7 @@ def default_policy(settings: Settings) -> rules.Policy:
 
 def get_policy(conn: Connection, *, location_id: int, settings: Settings) -> rules.Policy:
     """The location's policy, or the default one."""
-    row = conn.execute(sa.select(dispatch_policies).where(dispatch_policies.c.location_id == location_id)).mappings()
-    found = row.first()
+    found = conn.execute(_SELECT_POLICY, {"b_location_id": location_id}).mappings().first()
     if found is None:
         return default_policy(settings)
     return rules.Policy(
@@ -119,12 +147,12 @@ def set_policy(conn: Connection, *, location_id: int, policy: rules.Policy) -> N
 
 def get_order(conn: Connection, order_id: str) -> RowMapping | None:
     """The order row."""
-    return conn.execute(sa.select(orders).where(orders.c.id == order_id)).mappings().first()
+    return conn.execute(_SELECT_ORDER, {"b_order_id": order_id}).mappings().first()
 
 
 def get_location(conn: Connection, location_id: int) -> RowMapping:
     """The location row."""
-    return conn.execute(sa.select(locations).where(locations.c.id == location_id)).mappings().one()
+    return conn.execute(_SELECT_LOCATION, {"b_location_id": location_id}).mappings().one()
 
 
 def is_dispatchable(order: RowMapping) -> bool:
@@ -145,11 +173,7 @@ def delivery_request(
 ) -> DeliveryRequest:
     """What providers need to quote or book one attempt of this order."""
     address = order["delivery_address"] or {}
-    items = conn.execute(
-        sa.select(order_line_items.c.name, order_line_items.c.quantity, order_line_items.c.price_amount)
-        .where(order_line_items.c.order_id == order["id"])
-        .order_by(order_line_items.c.position)
-    ).all()
+    items = conn.execute(_SELECT_LINE_ITEMS, {"b_order_id": order["id"]}).all()
     amounts = order["amounts"] or {}
     tip = amounts.get("driver_tip") or amounts.get("tip_amount") or 0
     total = int(order["total_amount"] or 0)
@@ -210,16 +234,12 @@ def dispatch_time(order: RowMapping, location: RowMapping, settings: Settings) -
 
 def get_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
     """One attempt by id."""
-    return conn.execute(sa.select(delivery_attempts).where(delivery_attempts.c.id == attempt_id)).mappings().first()
+    return conn.execute(_SELECT_ATTEMPT, {"b_attempt_id": attempt_id}).mappings().first()
 
 
 def active_attempt(conn: Connection, order_id: str) -> RowMapping | None:
     """The order's active attempt (booking or booked), if any."""
-    return (
-        conn.execute(sa.select(delivery_attempts).where(delivery_attempts.c.active_order_id == order_id))
-        .mappings()
-        .first()
-    )
+    return conn.execute(_SELECT_ACTIVE_ATTEMPT, {"b_order_id": order_id}).mappings().first()
 
 
 def list_attempts(conn: Connection, order_id: str) -> list[RowMapping]:
@@ -235,9 +255,7 @@ def list_attempts(conn: Connection, order_id: str) -> list[RowMapping]:
 
 def next_number(conn: Connection, order_id: str) -> int:
     """The number of the order's next attempt."""
-    top = conn.execute(
-        sa.select(sa.func.max(delivery_attempts.c.number)).where(delivery_attempts.c.order_id == order_id)
-    ).scalar()
+    top = conn.execute(_SELECT_LAST_NUMBER, {"b_order_id": order_id}).scalar()
     return int(top or 0) + 1
 
 
@@ -277,7 +295,7 @@ def insert_attempt(
     # a savepoint: losing the race for the one active attempt must not abort the caller's transaction
     try:
         with conn.begin_nested():
-            row = conn.execute(sa.insert(delivery_attempts).values(**values).returning(delivery_attempts.c.id)).one()
+            row = conn.execute(_INSERT_ATTEMPT, values).one()
     except sa.exc.IntegrityError:
         return None
     orders_service.record_history(
@@ -339,16 +357,16 @@ def record_booked(
     now = utcnow()
     deadline = now + timedelta(seconds=accept_within) if accept_within is not None else None
     conn.execute(
-        sa.update(delivery_attempts)
-        .where(delivery_attempts.c.id == attempt["id"])
-        .values(
-            state=BOOKED,
-            provider_delivery_id=snapshot.provider_delivery_id or None,
-            booked_at=now,
-            accept_deadline=deadline,
-            last_event_at=now,
-            updated_at=now,
-        )
+        _UPDATE_ATTEMPT,
+        {
+            "b_attempt_id": attempt["id"],
+            "state": BOOKED,
+            "provider_delivery_id": snapshot.provider_delivery_id or None,
+            "booked_at": now,
+            "accept_deadline": deadline,
+            "last_event_at": now,
+            "updated_at": now,
+        },
     )
     booked = get_attempt(conn, int(attempt["id"]))
     assert booked is not None
@@ -364,10 +382,10 @@ def record_booked(
             run_at=deadline,
         )
     schedule_reconcile(conn, attempt_id=int(attempt["id"]), seq=1, settings=settings)
-    order = get_order(conn, attempt["order_id"])
-    if order is not None and order["status"] == domain.OrderStatus.CANCELED.value:
+    status = conn.execute(_SELECT_ORDER_STATUS, {"b_order_id": attempt["order_id"]}).scalar()
+    if status == domain.OrderStatus.CANCELED.value:
         # canceled while we were booking: the courier must not come
-        request_cancel(conn, order_id=order["id"], actor=domain.Actor.SYSTEM.value, reason="order canceled")
+        request_cancel(conn, order_id=attempt["order_id"], actor=domain.Actor.SYSTEM.value, reason="order canceled")
 
 
 def schedule_reconcile(conn: Connection, *, attempt_id: int, seq: int, settings: Settings) -> None:
@@ -485,13 +503,13 @@ def find_attempt(conn: Connection, *, provider: str, external_id: str, provider_
 
 def lock_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
     """The attempt, with its order and then itself locked (PostgreSQL): every writer takes them in this order."""
-    orders_service.get_order_for_update(conn, order_id=_order_of(conn, attempt_id))
+    orders_service.lock_order(conn, order_id=_order_of(conn, attempt_id))
     return _lock_attempt(conn, attempt_id)
 
 
 def _lock_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
-    stmt = sa.select(delivery_attempts).where(delivery_attempts.c.id == attempt_id)
-    return conn.execute(locked(conn, stmt)).mappings().first()
+    stmt = _SELECT_ATTEMPT_FOR_UPDATE if conn.dialect.name == "postgresql" else _SELECT_ATTEMPT  # as db.locked
+    return conn.execute(stmt, {"b_attempt_id": attempt_id}).mappings().first()
 
 
 def apply_update(
@@ -509,7 +527,7 @@ def apply_update(
     if found is None:
         raise UnknownDelivery(update.provider, snap.external_id or snap.provider_delivery_id)
     # lock the order first (the same order as every other writer of this order), then the attempt
-    orders_service.get_order_for_update(conn, order_id=found["order_id"])
+    orders_service.lock_order(conn, order_id=found["order_id"])
     attempt = _lock_attempt(conn, int(found["id"]))
     assert attempt is not None
     if not _claim_event(conn, provider=update.provider, event_id=update.event_id):
@@ -550,10 +568,10 @@ def _apply_snapshot(
     forward = rules.moves_forward(current, new)
     details: dict[str, Any] = {"last_event_at": now, "updated_at": now}
     if attempt["state"] == ENDED and not (forward and new in rules.FINAL_STATUSES):
-        conn.execute(sa.update(delivery_attempts).where(delivery_attempts.c.id == attempt["id"]).values(**details))
+        conn.execute(_UPDATE_ATTEMPT, {"b_attempt_id": attempt["id"], **details})
         return "ended"
     if not forward and not (new == current and _is_newer(attempt, snapshot)):
-        conn.execute(sa.update(delivery_attempts).where(delivery_attempts.c.id == attempt["id"]).values(**details))
+        conn.execute(_UPDATE_ATTEMPT, {"b_attempt_id": attempt["id"], **details})
         return "stale"
     courier = courier_dict(snapshot)
     if courier is not None:
@@ -573,12 +591,12 @@ def _apply_snapshot(
         details["provider_status"] = snapshot.provider_status
         if new in rules.PICKED_UP and attempt["picked_up_at"] is None:
             details["picked_up_at"] = now
-    conn.execute(sa.update(delivery_attempts).where(delivery_attempts.c.id == attempt["id"]).values(**details))
+    conn.execute(_UPDATE_ATTEMPT, {"b_attempt_id": attempt["id"], **details})
     if not forward and not force_event:
         return "applied"
     order = orders_service.get_order_for_update(conn, order_id=attempt["order_id"])
     assert order is not None
-    conn.execute(sa.update(orders).where(orders.c.id == order["id"]).values(delivery_status=new.value, updated_at=now))
+    conn.execute(_UPDATE_ORDER, {"b_order_id": order["id"], "delivery_status": new.value, "updated_at": now})
     if forward:
         orders_service.record_history(
             conn,
@@ -923,7 +941,7 @@ def record_cancel_outcome(conn: Connection, *, attempt_id: int, outcome: CancelO
 
 
 def _order_of(conn: Connection, attempt_id: int) -> str:
-    row = conn.execute(sa.select(delivery_attempts.c.order_id).where(delivery_attempts.c.id == attempt_id)).first()
+    row = conn.execute(_SELECT_ORDER_OF, {"b_attempt_id": attempt_id}).first()
     return str(row[0]) if row is not None else ""
 
 

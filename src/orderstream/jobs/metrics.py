@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Any
+
 from prometheus_client import Counter, Histogram
 
 JOBS_CLAIMED = Counter("orderstream_jobs_claimed_total", "Jobs leased by a worker (each attempt)", ["kind"])
@@ -24,3 +27,9 @@ JOB_QUEUE_LAG_SECONDS = Histogram(
     ["kind"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+
+
+@lru_cache(maxsize=1024)
+def of_kind(metric: Any, kind: str) -> Any:
+    """The metric's child for a job kind, looked up once (labels() validates and locks on every call)."""
+    return metric.labels(kind)

@@ -40,6 +40,69 @@ class ClaimedJob:
     claimed_at: datetime
 
 
+def _claim_statement(kinds: tuple[str, ...]) -> Any:
+    """The claim UPDATE for these kinds, values apart (built once per set of kinds, then reused).
+
+    Building it per call cost more CPU than running it (statement construction and its cache key):
+    bound parameters `claim_now`, `claim_limit`, `claim_worker` and `claim_lease_<i>` (lease end of kinds[i]).
+    """
+    now = sa.bindparam("claim_now", type_=jobs.c.run_at.type)
+    due = (
+        sa.select(jobs.c.id)
+        .where(
+            jobs.c.kind.in_(kinds),
+            sa.or_(
+                sa.and_(jobs.c.status == "pending", jobs.c.run_at <= now),
+                sa.and_(jobs.c.status == "running", jobs.c.leased_until < now),
+            ),
+        )
+        .order_by(jobs.c.run_at, jobs.c.id)
+        .limit(sa.bindparam("claim_limit", type_=sa.Integer()))
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    lease_type = jobs.c.leased_until.type
+    leased_until: Any = sa.case(
+        *[(jobs.c.kind == name, sa.bindparam(f"claim_lease_{i}", type_=lease_type)) for i, name in enumerate(kinds)],
+        else_=sa.bindparam("claim_lease_max", type_=lease_type),
+    )
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(due))
+        .values(
+            status="running",
+            leased_until=leased_until,
+            leased_by=sa.bindparam("claim_worker", type_=jobs.c.leased_by.type),
+            attempts=jobs.c.attempts + 1,
+            updated_at=sa.bindparam("claim_now", type_=jobs.c.updated_at.type),
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.kind,
+            jobs.c.key,
+            jobs.c.payload,
+            jobs.c.attempts,
+            jobs.c.max_attempts,
+            jobs.c.run_at,
+        )
+    )
+
+
+# prebuilt statements by set of kinds (a worker has one set; tests a few)
+_CLAIM_STATEMENTS: dict[tuple[str, ...], Any] = {}
+_NEXT_DUE_STATEMENTS: dict[tuple[str, ...], Any] = {}
+_CACHE_LIMIT = 64
+
+
+def _cached(cache: dict[tuple[str, ...], Any], kinds: tuple[str, ...], build: Any) -> Any:
+    stmt = cache.get(kinds)
+    if stmt is None:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        stmt = cache[kinds] = build(kinds)
+    return stmt
+
+
 def claim(
     conn: Connection,
     *,
@@ -57,45 +120,17 @@ def claim(
     if not kinds or limit <= 0:
         return []
     now = now or utcnow()
-    due = (
-        sa.select(jobs.c.id)
-        .where(
-            jobs.c.kind.in_(sorted(kinds)),
-            sa.or_(
-                sa.and_(jobs.c.status == "pending", jobs.c.run_at <= now),
-                sa.and_(jobs.c.status == "running", jobs.c.leased_until < now),
-            ),
-        )
-        .order_by(jobs.c.run_at, jobs.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
+    names = tuple(sorted(kinds))
     lease_ends = {name: now + timedelta(seconds=seconds) for name, seconds in kinds.items()}
-    leased_until: Any = sa.case(
-        *[(jobs.c.kind == name, sa.literal(end, jobs.c.leased_until.type)) for name, end in lease_ends.items()],
-        else_=sa.literal(max(lease_ends.values()), jobs.c.leased_until.type),
-    )
-    stmt = (
-        sa.update(jobs)
-        .where(jobs.c.id.in_(due))
-        .values(
-            status="running",
-            leased_until=leased_until,
-            leased_by=worker_id,
-            attempts=jobs.c.attempts + 1,
-            updated_at=now,
-        )
-        .returning(
-            jobs.c.id,
-            jobs.c.kind,
-            jobs.c.key,
-            jobs.c.payload,
-            jobs.c.attempts,
-            jobs.c.max_attempts,
-            jobs.c.run_at,
-        )
-    )
+    params: dict[str, Any] = {
+        "claim_now": now,
+        "claim_limit": limit,
+        "claim_worker": worker_id,
+        "claim_lease_max": max(lease_ends.values()),
+    }
+    for i, name in enumerate(names):
+        params[f"claim_lease_{i}"] = lease_ends[name]
+    stmt = _cached(_CLAIM_STATEMENTS, names, _claim_statement)
     claimed = [
         ClaimedJob(
             id=int(row.id),
@@ -109,28 +144,35 @@ def claim(
             worker_id=worker_id,
             claimed_at=now,
         )
-        for row in conn.execute(stmt)
+        for row in conn.execute(stmt, params)
     ]
     # RETURNING gives no order guarantee; hand jobs out in the order they were due
     claimed.sort(key=lambda job: (job.run_at, job.id))
     return claimed
 
 
-def _fenced(job: ClaimedJob) -> Any:
-    """Only the current lease holder may change a running job: same worker and same attempt."""
-    return sa.and_(
-        jobs.c.id == job.id,
-        jobs.c.status == "running",
-        jobs.c.leased_by == job.worker_id,
-        jobs.c.attempts == job.attempts,
-    )
+# Only the current lease holder may change a running job: same worker and same attempt.
+_FENCED = sa.and_(
+    jobs.c.id == sa.bindparam("fence_id", type_=jobs.c.id.type),
+    jobs.c.status == "running",
+    jobs.c.leased_by == sa.bindparam("fence_worker", type_=jobs.c.leased_by.type),
+    jobs.c.attempts == sa.bindparam("fence_attempts", type_=jobs.c.attempts.type),
+)
+_RENEW = sa.update(jobs).where(_FENCED)
+_COMPLETE = sa.update(jobs).where(_FENCED).values(status="done", leased_until=None)
+_FAIL_DEAD = sa.update(jobs).where(_FENCED).values(status="dead", leased_until=None)
+_FAIL_RETRY = sa.update(jobs).where(_FENCED).values(status="pending", leased_by=None, leased_until=None)
+
+
+def _fence(job: ClaimedJob) -> dict[str, Any]:
+    return {"fence_id": job.id, "fence_worker": job.worker_id, "fence_attempts": job.attempts}
 
 
 def renew(conn: Connection, *, job: ClaimedJob, lease_seconds: float, now: datetime | None = None) -> bool:
     """Extend the lease of a running job (heartbeat); False when the lease was lost to another worker."""
     now = now or utcnow()
     result = conn.execute(
-        sa.update(jobs).where(_fenced(job)).values(leased_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+        _RENEW, {**_fence(job), "leased_until": now + timedelta(seconds=lease_seconds), "updated_at": now}
     )
     return result.rowcount == 1
 
@@ -138,9 +180,7 @@ def renew(conn: Connection, *, job: ClaimedJob, lease_seconds: float, now: datet
 def complete(conn: Connection, *, job: ClaimedJob, now: datetime | None = None) -> bool:
     """Mark the job done; False when this worker no longer holds its lease (nothing changes)."""
     now = now or utcnow()
-    result = conn.execute(
-        sa.update(jobs).where(_fenced(job)).values(status="done", finished_at=now, leased_until=None, updated_at=now)
-    )
+    result = conn.execute(_COMPLETE, {**_fence(job), "finished_at": now, "updated_at": now})
     return result.rowcount == 1
 
 
@@ -157,28 +197,41 @@ def fail(
     Returns the new status, or None when this worker no longer holds the lease (nothing changes).
     """
     now = now or utcnow()
-    values: dict[str, Any] = {"last_error": error[:MAX_ERROR_CHARS], "leased_until": None, "updated_at": now}
+    params: dict[str, Any] = {**_fence(job), "last_error": error[:MAX_ERROR_CHARS], "updated_at": now}
     if retry_in is None:
-        values.update(status="dead", finished_at=now)
+        status, stmt = "dead", _FAIL_DEAD
+        params["finished_at"] = now
     else:
-        values.update(status="pending", run_at=now + timedelta(seconds=retry_in), leased_by=None)
-    result = conn.execute(sa.update(jobs).where(_fenced(job)).values(**values))
+        status, stmt = "pending", _FAIL_RETRY
+        params["run_at"] = now + timedelta(seconds=retry_in)
+    result = conn.execute(stmt, params)
     if result.rowcount != 1:
         return None
-    return str(values["status"])
+    return status
+
+
+def _next_due_statement(kinds: tuple[str, ...]) -> Any:
+    pending = (
+        sa.select(sa.func.min(jobs.c.run_at))
+        .where(jobs.c.status == "pending", jobs.c.kind.in_(kinds))
+        .scalar_subquery()
+    )
+    lease_end = (
+        sa.select(sa.func.min(jobs.c.leased_until))
+        .where(jobs.c.status == "running", jobs.c.kind.in_(kinds))
+        .scalar_subquery()
+    )
+    # typed so that both come back as aware datetimes (UTCDateTime)
+    return sa.select(sa.type_coerce(pending, jobs.c.run_at.type), sa.type_coerce(lease_end, jobs.c.leased_until.type))
 
 
 def next_due(conn: Connection, *, kinds: list[str]) -> datetime | None:
     """The earliest moment a job of these kinds becomes claimable: a pending run_at or a lease end."""
     if not kinds:
         return None
-    pending = conn.execute(
-        sa.select(sa.func.min(jobs.c.run_at)).where(jobs.c.status == "pending", jobs.c.kind.in_(kinds))
-    ).scalar()
-    lease_end = conn.execute(
-        sa.select(sa.func.min(jobs.c.leased_until)).where(jobs.c.status == "running", jobs.c.kind.in_(kinds))
-    ).scalar()
-    candidates = [moment for moment in (pending, lease_end) if moment is not None]
+    stmt = _cached(_NEXT_DUE_STATEMENTS, tuple(sorted(kinds)), _next_due_statement)
+    row = conn.execute(stmt).one()
+    candidates = [moment for moment in row if moment is not None]
     return min(candidates) if candidates else None
 
 

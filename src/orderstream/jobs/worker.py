@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -89,12 +90,15 @@ class Worker:
         self.worker_id = worker_id or make_worker_id()
         self._kinds: dict[str, JobKind] = {}
         self._leases: dict[str, float] = {}
+        self._kind_names: list[str] = []
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._halted = threading.Event()
         self._queue: queue.Queue[ClaimedJob | None] = queue.Queue()
         self._lock = threading.Lock()
         self._reserved = 0  # claimed and not yet finished
+        # the claim loop waits for a free slot (every slot was busy): the next finishing job wakes it
+        self._slot_wanted = False
         self._running: dict[int, _Running] = {}
         self._threads: list[threading.Thread] = []
         self._handlers: list[threading.Thread] = []
@@ -114,6 +118,7 @@ class Worker:
         self._leases = {
             name: float(kind.lease_seconds or self.settings.job_lease_seconds) for name, kind in self._kinds.items()
         }
+        self._kind_names = sorted(self._leases)
         self._handlers = [
             threading.Thread(target=self._handle_loop, name=f"job-handler-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -196,14 +201,16 @@ class Worker:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                free = self.concurrency - self.busy
+                with self._lock:
+                    free = self.concurrency - self._reserved
+                    self._slot_wanted = free <= 0
                 if free > 0:
-                    claimed = self._claim(free)
+                    claimed, due = self._claim(free)
                     if len(claimed) == free:
                         continue  # maybe more are due: take them once a slot frees up
-                    timeout = self._seconds_until_due(idle)
+                    timeout = self._seconds_until(due, idle)
                 else:
-                    timeout = idle  # a finishing job wakes us
+                    timeout = idle  # the next finishing job wakes us (_slot_wanted)
                 failures = 0
             except Exception:  # noqa: BLE001 - the claim loop must outlive a database outage
                 failures += 1
@@ -211,26 +218,27 @@ class Worker:
                 log.warning("job claim failed; retrying", exc_info=True, extra={"retry_in": timeout})
             self._wake.wait(timeout)
 
-    def _claim(self, limit: int) -> list[ClaimedJob]:
+    def _claim(self, limit: int) -> tuple[list[ClaimedJob], datetime | None]:
+        """Claim up to limit due jobs; when fewer were due, also when the next one will be (same transaction)."""
         if not self._leases:
-            return []
+            return [], None
+        due = None
         with self.db.write() as conn:
             claimed = runtime.claim(conn, worker_id=self.worker_id, kinds=self._leases, limit=limit)
+            if len(claimed) < limit:
+                due = runtime.next_due(conn, kinds=self._kind_names)
         with self._lock:
             self._reserved += len(claimed)
         for job in claimed:
-            metrics.JOBS_CLAIMED.labels(job.kind).inc()
-            metrics.JOB_QUEUE_LAG_SECONDS.labels(job.kind).observe(
+            metrics.of_kind(metrics.JOBS_CLAIMED, job.kind).inc()
+            metrics.of_kind(metrics.JOB_QUEUE_LAG_SECONDS, job.kind).observe(
                 max(0.0, (job.claimed_at - job.run_at).total_seconds())
             )
             self._queue.put(job)
-        return claimed
+        return claimed, due
 
-    def _seconds_until_due(self, idle: float) -> float:
-        if not self._leases:
-            return idle
-        with self.db.read() as conn:
-            due = runtime.next_due(conn, kinds=list(self._leases))
+    @staticmethod
+    def _seconds_until(due: datetime | None, idle: float) -> float:
         if due is None:
             return idle
         # +1 ms: never wake a hair before run_at and find nothing
@@ -244,25 +252,32 @@ class Worker:
             if job is None:
                 return
             request_id = job.payload.get(REQUEST_ID_KEY) if isinstance(job.payload, dict) else None
+            done = False
             try:
                 with log_context(request_id=request_id, job_id=job.id, kind=job.kind):
-                    self._execute(job)
+                    done = self._execute(job)
             except Exception:  # noqa: BLE001 - a handler thread must survive anything
                 log.exception("job runtime error", extra={"job_id": job.id, "kind": job.kind})
             finally:
                 with self._lock:
                     self._reserved -= 1
                     self._running.pop(job.id, None)
-                self._wake.set()
+                    # A job done changes no due time: claim again only when the loop waits for a slot.
+                    # Anything else (a retry scheduled, a lease lost) may: let the loop look again.
+                    wake = self._slot_wanted or not done
+                    self._slot_wanted = False
+                if wake:
+                    self._wake.set()
 
-    def _execute(self, job: ClaimedJob) -> None:
+    def _execute(self, job: ClaimedJob) -> bool:
+        """Run the job and record its outcome; True when it is done (succeeded and recorded)."""
         kind = self._kinds[job.kind]
         limit = min(kind.retry.max_attempts, job.max_attempts)
         labels = {"job_id": job.id, "kind": job.kind, "attempt": job.attempts}
         if job.attempts > limit:
             # only reachable through an expired lease: the worker running the last attempt died
             self._finish(job, error="lease expired during the last attempt (worker lost)", retry_in=None)
-            return
+            return False
         context = JobContext(
             job_id=job.id,
             kind=job.kind,
@@ -283,21 +298,21 @@ class Worker:
             kind.handler(context)
         except Exception as err:  # noqa: BLE001 - an unexpected error is retried like a retryable one
             failure = err
-        metrics.JOB_RUN_SECONDS.labels(job.kind).observe(time.perf_counter() - started)
+        metrics.of_kind(metrics.JOB_RUN_SECONDS, job.kind).observe(time.perf_counter() - started)
         with self._lock:
             self._running.pop(job.id, None)  # no more heartbeats: the outcome ends the lease
         if failure is None:
             if self._record(lambda conn: runtime.complete(conn, job=job)):
-                metrics.JOBS_SUCCEEDED.labels(job.kind).inc()
-            else:
-                self._lease_lost(job)
-            return
+                metrics.of_kind(metrics.JOBS_SUCCEEDED, job.kind).inc()
+                return True
+            self._lease_lost(job)
+            return False
         error = _error_text(failure)
-        metrics.JOBS_FAILED.labels(job.kind).inc()
+        metrics.of_kind(metrics.JOBS_FAILED, job.kind).inc()
         if isinstance(failure, PermanentError):
             log.warning("job failed permanently", extra={**labels, "error": error})
             self._finish(job, error=error, retry_in=None)
-            return
+            return False
         retry_after = failure.retry_after if isinstance(failure, RetryableError) else None
         retry_in = None if job.attempts >= limit else kind.retry.next_delay(job.attempts, retry_after=retry_after)
         if isinstance(failure, RetryableError):
@@ -305,19 +320,20 @@ class Worker:
         else:
             log.error("job crashed", exc_info=failure, extra={**labels, "retry_in": retry_in})
         self._finish(job, error=error, retry_in=retry_in)
+        return False
 
     def _finish(self, job: ClaimedJob, *, error: str, retry_in: float | None) -> None:
         status = self._record(lambda conn: runtime.fail(conn, job=job, error=error, retry_in=retry_in))
         if status == "dead":
-            metrics.JOBS_DEAD.labels(job.kind).inc()
+            metrics.of_kind(metrics.JOBS_DEAD, job.kind).inc()
             log.error("job dead-lettered", extra={"job_id": job.id, "kind": job.kind, "error": error})
         elif status == "pending":
-            metrics.JOBS_RETRIED.labels(job.kind).inc()
+            metrics.of_kind(metrics.JOBS_RETRIED, job.kind).inc()
         else:
             self._lease_lost(job)
 
     def _lease_lost(self, job: ClaimedJob) -> None:
-        metrics.JOBS_LEASE_LOST.labels(job.kind).inc()
+        metrics.of_kind(metrics.JOBS_LEASE_LOST, job.kind).inc()
         log.warning(
             "job lease lost before the outcome was recorded; the new lease holder decides",
             extra={"job_id": job.id, "kind": job.kind, "attempt": job.attempts},

@@ -31,6 +31,24 @@ from orderstream.tenancy.models import locations
 log = logging.getLogger("orderstream.notifications")
 
 SEND_KIND = "notifications.send"
+
+# Prebuilt statements, values passed apart (a statement built per call cost more CPU than running it).
+_SELECT_ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type))
+_SELECT_LOCATION = sa.select(locations).where(
+    locations.c.id == sa.bindparam("b_location_id", type_=locations.c.id.type)
+)
+_SELECT_SETTINGS = sa.select(notification_settings).where(
+    notification_settings.c.location_id == sa.bindparam("b_location_id", type_=notification_settings.c.location_id.type)
+)
+_SELECT_OPT_OUT = sa.select(notification_opt_outs.c.id).where(
+    notification_opt_outs.c.channel == sa.bindparam("b_channel", type_=notification_opt_outs.c.channel.type),
+    notification_opt_outs.c.contact_hash == sa.bindparam("b_hash", type_=notification_opt_outs.c.contact_hash.type),
+)
+_INSERT_KEY = ["order_id", "kind", "channel", "seq"]
+_INSERT = {
+    dialect: insert_ignoring(dialect, notifications, index_elements=_INSERT_KEY).returning(notifications.c.id)
+    for dialect in ("postgresql", "sqlite")
+}
 SEND_MAX_ATTEMPTS = 8
 
 
@@ -50,15 +68,11 @@ class OrderView:
 
 def load(conn: Connection, order_id: str) -> OrderView | None:
     """The order, its location and that location's notification settings."""
-    order = conn.execute(sa.select(orders).where(orders.c.id == order_id)).mappings().first()
+    order = conn.execute(_SELECT_ORDER, {"b_order_id": order_id}).mappings().first()
     if order is None:
         return None
-    location = conn.execute(sa.select(locations).where(locations.c.id == order["location_id"])).mappings().one()
-    prefs = (
-        conn.execute(sa.select(notification_settings).where(notification_settings.c.location_id == location["id"]))
-        .mappings()
-        .first()
-    )
+    location = conn.execute(_SELECT_LOCATION, {"b_location_id": order["location_id"]}).mappings().one()
+    prefs = conn.execute(_SELECT_SETTINGS, {"b_location_id": location["id"]}).mappings().first()
     return OrderView(order, location, prefs)
 
 
@@ -137,11 +151,7 @@ def record_history(conn: Connection, *, row: dict[str, Any] | RowMapping, status
 
 def is_opted_out(conn: Connection, channel: Channel, recipient_hash: str) -> bool:
     """True when this phone / e-mail asked for no more messages on the channel."""
-    found = conn.execute(
-        sa.select(notification_opt_outs.c.id).where(
-            notification_opt_outs.c.channel == channel.value, notification_opt_outs.c.contact_hash == recipient_hash
-        )
-    ).first()
+    found = conn.execute(_SELECT_OPT_OUT, {"b_channel": channel.value, "b_hash": recipient_hash}).first()
     return found is not None
 
 
@@ -160,25 +170,26 @@ def set_opt_out(conn: Connection, *, channel: Channel, contact: str, source: str
         )
 
 
-def _recent_count(conn: Connection, recipient_hash: str, now: datetime) -> int:
-    return int(
-        conn.execute(
-            sa.select(sa.func.count())
-            .select_from(notifications)
-            .where(
-                notifications.c.recipient_hash == recipient_hash,
-                notifications.c.created_at > now - timedelta(hours=1),
-                notifications.c.status.in_([s.value for s in domain.COUNTED_STATUSES]),
-            )
-        ).scalar_one()
+_SELECT_RECENT_COUNT = (
+    sa.select(sa.func.count())
+    .select_from(notifications)
+    .where(
+        notifications.c.recipient_hash == sa.bindparam("b_hash", type_=notifications.c.recipient_hash.type),
+        notifications.c.created_at > sa.bindparam("b_since", type_=notifications.c.created_at.type),
+        notifications.c.status.in_(sorted(s.value for s in domain.COUNTED_STATUSES)),
     )
+)
+
+
+def _recent_count(conn: Connection, recipient_hash: str, now: datetime) -> int:
+    params = {"b_hash": recipient_hash, "b_since": now - timedelta(hours=1)}
+    return int(conn.execute(_SELECT_RECENT_COUNT, params).scalar_one())
 
 
 def _insert(conn: Connection, values: dict[str, Any]) -> bool:
     """Insert unless this (order, kind, channel, seq) exists; True when inserted."""
-    index = ["order_id", "kind", "channel", "seq"]
-    stmt = insert_ignoring(conn.dialect.name, notifications, index_elements=index).values(**values)
-    return conn.execute(stmt.returning(notifications.c.id)).first() is not None
+    stmt = _INSERT["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]  # as insert_ignoring picks
+    return conn.execute(stmt, values).first() is not None
 
 
 def recipient_of(channel: Channel, order: RowMapping) -> tuple[str | None, str | None]:

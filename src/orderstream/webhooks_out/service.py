@@ -230,19 +230,34 @@ def rotate_endpoint_secret(
 # --- events and deliveries ------------------------------------------------------------------------
 
 
-def _next_sequence(conn: Connection, *, partner_id: int) -> int:
-    """Take the partner's next event sequence; the counter row stays locked until commit (PostgreSQL)."""
-    insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = (
+def _next_sequence_statement(postgres: bool) -> Any:
+    insert: Any = postgresql.insert if postgres else sqlite.insert
+    return (
         insert(outbound_event_counters)
-        .values(partner_id=partner_id, last_sequence=1)
+        .values(last_sequence=1)
         .on_conflict_do_update(
             index_elements=["partner_id"],
             set_={"last_sequence": outbound_event_counters.c.last_sequence + 1},
         )
         .returning(outbound_event_counters.c.last_sequence)
     )
-    return int(conn.execute(stmt).scalar_one())
+
+
+# prebuilt statements of record_event, values passed apart (built per event they cost more than they run)
+_NEXT_SEQUENCE = {True: _next_sequence_statement(True), False: _next_sequence_statement(False)}
+_INSERT_EVENT = sa.insert(outbound_events)
+_SELECT_ENABLED_ENDPOINTS = (
+    sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types)
+    .where(webhook_endpoints.c.partner_id == sa.bindparam("b_partner_id", type_=webhook_endpoints.c.partner_id.type))
+    .where(webhook_endpoints.c.status == "enabled")
+    .order_by(webhook_endpoints.c.id)
+)
+
+
+def _next_sequence(conn: Connection, *, partner_id: int) -> int:
+    """Take the partner's next event sequence; the counter row stays locked until commit (PostgreSQL)."""
+    stmt = _NEXT_SEQUENCE[conn.dialect.name == "postgresql"]
+    return int(conn.execute(stmt, {"partner_id": partner_id}).scalar_one())
 
 
 def lock_partner_stream(conn: Connection, *, partner_id: int) -> None:
@@ -329,22 +344,18 @@ def record_event(
     sequence = _next_sequence(conn, partner_id=partner_id)
     event_id = new_id("evt")
     conn.execute(
-        sa.insert(outbound_events).values(
-            id=event_id,
-            partner_id=partner_id,
-            sequence=sequence,
-            order_id=order_id,
-            type=event_type,
-            body=event_body(event_id=event_id, event_type=event_type, created_at=now, obj=obj),
-            created_at=now,
-        )
+        _INSERT_EVENT,
+        {
+            "id": event_id,
+            "partner_id": partner_id,
+            "sequence": sequence,
+            "order_id": order_id,
+            "type": event_type,
+            "body": event_body(event_id=event_id, event_type=event_type, created_at=now, obj=obj),
+            "created_at": now,
+        },
     )
-    endpoints = conn.execute(
-        sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types)
-        .where(webhook_endpoints.c.partner_id == partner_id)
-        .where(webhook_endpoints.c.status == "enabled")
-        .order_by(webhook_endpoints.c.id)
-    ).mappings()
+    endpoints = conn.execute(_SELECT_ENABLED_ENDPOINTS, {"b_partner_id": partner_id}).mappings()
     for endpoint in list(endpoints):
         if event_type not in endpoint["event_types"]:
             continue

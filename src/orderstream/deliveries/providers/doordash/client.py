@@ -66,6 +66,7 @@ class DoorDashClient:
     ) -> None:
         self.settings = settings
         self._clock = clock
+        self._token: tuple[float, str] | None = None  # (issued at, JWT): reused for half its lifetime
         timeout = httpx.Timeout(
             settings.read_timeout_seconds,
             connect=settings.connect_timeout_seconds,
@@ -82,8 +83,17 @@ class DoorDashClient:
         """Release the connection pool."""
         self._http.close()
 
+    def _bearer(self) -> str:
+        """A Drive JWT, signed anew once half of its lifetime has passed (signing one per call cost CPU)."""
+        now = self._clock()
+        token = self._token
+        if token is None or not token[0] <= now < token[0] + self.settings.jwt_ttl_seconds / 2:
+            token = (now, make_jwt(self.settings, now=now))
+            self._token = token
+        return token[1]
+
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> DoorDashResponse:
-        headers = {"Authorization": f"Bearer {make_jwt(self.settings, now=self._clock())}"}
+        headers = {"Authorization": f"Bearer {self._bearer()}"}
         try:
             response = self._http.request(method, path, json=body, headers=headers)
         except httpx.TimeoutException as err:
