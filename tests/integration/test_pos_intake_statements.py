@@ -9,23 +9,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from orderstream.app import create_app
-from orderstream.config import Settings
 from orderstream.db import Database
 from orderstream.pos.store import PSYCOPG_CACHE_LIMITS
-from tests.factories import PartnerFixture, make_partner
+from tests.factories import PartnerFixture
 from tests.pos_helpers import legacy_order, post_event
-
-
-@pytest.fixture
-def client(settings: Settings, db: Database) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, db=db)) as c:
-        yield c
-
-
-@pytest.fixture
-def partner(db: Database) -> PartnerFixture:
-    return make_partner(db)
 
 
 @pytest.fixture
