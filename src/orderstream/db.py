@@ -86,6 +86,15 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN")
 
 
+# conn.info key: callbacks to run once this write() transaction has committed
+AFTER_COMMIT_KEY = "orderstream_after_commit"
+
+
+def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
+    """Run callback once the write() transaction of conn has committed; never when it rolls back."""
+    conn.info.setdefault(AFTER_COMMIT_KEY, []).append(callback)
+
+
 # a pooled PostgreSQL connection idle for longer than this is pinged before use
 PING_AFTER_IDLE_SECONDS = 1.0
 
@@ -156,20 +165,31 @@ class Database:
         if self.is_sqlite:
             with self._write_lock, self.engine.connect() as conn:
                 conn = conn.execution_options(orderstream_write=True)
-                with conn.begin():
+                with self._committing(conn):
                     yield conn
-                self._after_commit(conn)
         else:
-            with self.engine.connect() as conn:
-                with conn.begin():
-                    yield conn
-                self._after_commit(conn)
+            with self.engine.connect() as conn, self._committing(conn):
+                yield conn
+
+    @contextmanager
+    def _committing(self, conn: Connection) -> Iterator[None]:
+        try:
+            with conn.begin():
+                yield
+        except BaseException:
+            # conn.info lives as long as the pooled connection: what a rolled-back transaction noted
+            # (jobs enqueued, after-commit callbacks) must not reach the next one
+            conn.info.clear()
+            raise
+        self._after_commit(conn)
 
     def on_commit(self, listener: Callable[[Connection], None]) -> None:
         """Call listener after every committed write() (e.g. to wake an in-process worker)."""
         self._commit_listeners.append(listener)
 
     def _after_commit(self, conn: Connection) -> None:
+        for callback in conn.info.pop(AFTER_COMMIT_KEY, ()):
+            callback()
         for listener in self._commit_listeners:
             listener(conn)
         conn.info.clear()

@@ -8,11 +8,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from orderstream.app import create_app
 from orderstream.db import Database, utcnow
+from orderstream.jobs import runtime
+from orderstream.jobs.models import jobs
 from orderstream.jobs.outbox import enqueue
 from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, PermanentError, RetryableError, RetryPolicy
 from orderstream.jobs.worker import Worker
@@ -304,3 +307,89 @@ def test_listener_reconnects_after_its_connection_dies(pg_url: str) -> None:
     finally:
         worker_db.dispose()
         other_db.dispose()
+
+
+def _count_completes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Job ids the worker marks done in a transaction of its own (runtime.complete, spied, still run)."""
+    calls: list[int] = []
+    real = runtime.complete
+
+    def spy(conn: Any, *, job: Any, now: Any = None) -> bool:
+        calls.append(job.id)
+        return real(conn, job=job, now=now)
+
+    monkeypatch.setattr(runtime, "complete", spy)
+    return calls
+
+
+def test_finish_in_marks_the_job_done_in_the_handlers_transaction(
+    db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kind, follow_up = unique_kind("finish"), unique_kind("follow")
+    completes = _count_completes(monkeypatch)
+
+    def handler(ctx: JobContext) -> None:
+        with ctx.db.write() as conn:
+            enqueue(conn, kind=follow_up, payload={"from": ctx.job_id})
+            ctx.finish_in(conn)
+
+    registry = JobRegistry()
+    registry.register(JobKind(kind, handler))
+    with running_worker(db, worker_settings(db_url), registry):
+        job_id = _enqueue(db, kind)
+        wait_for(lambda: _metric("orderstream_jobs_succeeded_total", kind) == 1)
+    row = job_row(db, job_id)
+    assert (row["status"], row["attempts"], row["leased_until"]) == ("done", 1, None)
+    assert row["finished_at"] is not None
+    assert completes == []  # no transaction of the worker's own for the outcome
+    with db.read() as conn:
+        [payload] = conn.execute(sa.select(jobs.c.payload).where(jobs.c.kind == follow_up)).scalars()
+    assert payload["from"] == job_id
+
+
+def test_finish_in_a_rolled_back_transaction_marks_nothing(
+    db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kind, follow_up = unique_kind("rollback"), unique_kind("follow")
+    completes = _count_completes(monkeypatch)
+
+    def handler(ctx: JobContext) -> None:
+        with ctx.db.write() as conn:
+            enqueue(conn, kind=follow_up, payload={"attempt": ctx.attempts})
+            ctx.finish_in(conn)
+            if ctx.attempts == 1:
+                raise RetryableError("rolled back after finish_in")
+
+    registry = JobRegistry()
+    registry.register(JobKind(kind, handler, retry=RetryPolicy(max_attempts=3, base_seconds=0.05, jitter=0)))
+    with running_worker(db, worker_settings(db_url), registry):
+        job_id = _enqueue(db, kind)
+        wait_for(lambda: job_status(db, job_id) == "done")
+    row = job_row(db, job_id)
+    assert (row["attempts"], row["last_error"]) == (2, "RetryableError: rolled back after finish_in")
+    assert completes == []
+    with db.read() as conn:
+        payloads = conn.execute(sa.select(jobs.c.payload).where(jobs.c.kind == follow_up)).scalars().all()
+    assert [p["attempt"] for p in payloads] == [2]  # the first attempt's change went with its rollback
+    # nothing of the rolled-back transaction lingers on the pooled connection for the next one
+    with db.write() as conn:
+        assert conn.info == {}
+
+
+def test_finish_in_after_the_lease_was_taken_over_leaves_the_job_to_the_new_holder(db: Database, db_url: str) -> None:
+    kind = unique_kind("stolen")
+
+    def handler(ctx: JobContext) -> None:
+        with ctx.db.write() as conn:  # another worker took the lease over (this one looked dead)
+            conn.execute(sa.update(jobs).where(jobs.c.id == ctx.job_id).values(leased_by="someone-else"))
+        with ctx.db.write() as conn:
+            ctx.finish_in(conn)
+
+    registry = JobRegistry()
+    registry.register(JobKind(kind, handler))
+    with running_worker(db, worker_settings(db_url), registry):
+        job_id = _enqueue(db, kind)
+        wait_for(lambda: _metric("orderstream_jobs_lease_lost_total", kind) == 1)
+    row = job_row(db, job_id)
+    assert (row["status"], row["leased_by"]) == ("running", "someone-else")
+    assert _metric("orderstream_jobs_succeeded_total", kind) is None

@@ -311,6 +311,7 @@ def _book(
             service.record_booked(
                 conn, attempt=current, snapshot=snapshot, accept_within=timeout, settings=ctx.settings
             )
+        ctx.finish_in(conn)  # a booked attempt ends the dispatch job (see _new_round, _resume_booking)
     log.info(
         "delivery booked",
         extra={
@@ -404,6 +405,7 @@ def cancel_delivery(ctx: JobContext) -> None:
         return
     with ctx.db.write() as conn:
         service.record_cancel_outcome(conn, attempt_id=attempt_id, outcome=outcome, settings=ctx.settings)
+        ctx.finish_in(conn)
 
 
 def reconcile(ctx: JobContext) -> None:
@@ -437,6 +439,7 @@ def reconcile(ctx: JobContext) -> None:
         current = service.lock_attempt(conn, attempt_id)
         if current is not None and current["state"] == service.BOOKED:
             service.schedule_reconcile(conn, attempt_id=attempt_id, seq=seq + 1, settings=ctx.settings)
+        ctx.finish_in(conn)
 
 
 def fail_after_grace(ctx: JobContext) -> None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from orderstream.config import Settings
-from orderstream.db import Database
+from orderstream.db import Database, after_commit
+from orderstream.jobs import runtime
 
 
 class RetryableError(Exception):
@@ -72,6 +76,27 @@ class JobContext:
     worker_id: str = ""
     # set by the runtime when the lease could not be renewed: another worker may now run this job
     lease_lost: threading.Event = field(default_factory=threading.Event)
+    # finish_in(): None until a handler transaction that marked the job done committed; then whether
+    # this worker still held the lease (True: done, recorded) or not (False: the new holder decides)
+    finished: bool | None = None
+
+    def finish_in(self, conn: Connection) -> None:
+        """Mark the job done in the handler's own last write transaction: the worker then needs none.
+
+        Call it in the transaction after which the handler returns; anything that could still fail
+        afterwards would find the job already done. When that transaction rolls back, nothing is
+        marked and the worker records the outcome as usual.
+        """
+        done = runtime.complete_fenced(conn, job_id=self.job_id, worker_id=self.worker_id, attempts=self.attempts)
+
+        def _committed() -> None:
+            self.finished = done
+
+        after_commit(conn, _committed)
+
+
+# the job whose handler runs on this thread (handlers read it to do in-transaction what a job would do later)
+CURRENT_JOB: ContextVar[JobContext | None] = ContextVar("orderstream_current_job", default=None)
 
 
 JobHandler = Callable[[JobContext], None]

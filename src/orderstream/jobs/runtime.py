@@ -179,8 +179,16 @@ def renew(conn: Connection, *, job: ClaimedJob, lease_seconds: float, now: datet
 
 def complete(conn: Connection, *, job: ClaimedJob, now: datetime | None = None) -> bool:
     """Mark the job done; False when this worker no longer holds its lease (nothing changes)."""
+    return complete_fenced(conn, job_id=job.id, worker_id=job.worker_id, attempts=job.attempts, now=now)
+
+
+def complete_fenced(
+    conn: Connection, *, job_id: int, worker_id: str, attempts: int, now: datetime | None = None
+) -> bool:
+    """Mark the job done if (worker_id, attempts) still hold its lease; False otherwise (nothing changes)."""
     now = now or utcnow()
-    result = conn.execute(_COMPLETE, {**_fence(job), "finished_at": now, "updated_at": now})
+    fence = {"fence_id": job_id, "fence_worker": worker_id, "fence_attempts": attempts}
+    result = conn.execute(_COMPLETE, {**fence, "finished_at": now, "updated_at": now})
     return result.rowcount == 1
 
 

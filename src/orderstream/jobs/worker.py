@@ -35,7 +35,7 @@ from orderstream.config import Settings
 from orderstream.db import Database, utcnow
 from orderstream.jobs import metrics, runtime
 from orderstream.jobs.outbox import ENQUEUED_FLAG, NOTIFY_CHANNEL, REQUEST_ID_KEY
-from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, PermanentError, RetryableError
+from orderstream.jobs.registry import CURRENT_JOB, JobContext, JobKind, JobRegistry, PermanentError, RetryableError
 from orderstream.jobs.runtime import ClaimedJob
 from orderstream.logs import log_context
 
@@ -294,15 +294,21 @@ class Worker:
             self._running[job.id] = _Running(job, context, self._leases[job.kind])
         started = time.perf_counter()
         failure: Exception | None = None
+        token = CURRENT_JOB.set(context)
         try:
             kind.handler(context)
         except Exception as err:  # noqa: BLE001 - an unexpected error is retried like a retryable one
             failure = err
+        finally:
+            CURRENT_JOB.reset(token)
         metrics.of_kind(metrics.JOB_RUN_SECONDS, job.kind).observe(time.perf_counter() - started)
         with self._lock:
             self._running.pop(job.id, None)  # no more heartbeats: the outcome ends the lease
         if failure is None:
-            if self._record(lambda conn: runtime.complete(conn, job=job)):
+            done = context.finished  # the handler marked it done in its last transaction (finish_in)
+            if done is None:
+                done = self._record(lambda conn: runtime.complete(conn, job=job))
+            if done:
                 metrics.of_kind(metrics.JOBS_SUCCEEDED, job.kind).inc()
                 return True
             self._lease_lost(job)
@@ -359,7 +365,7 @@ class Worker:
         interval = max(0.1, shortest * HEARTBEAT_FRACTION)
         while not self._halted.wait(interval):
             for running in self._snapshot():
-                if running.context.lease_lost.is_set():
+                if running.context.lease_lost.is_set() or running.context.finished is not None:
                     continue
                 try:
                     with self.db.write() as conn:
@@ -367,7 +373,7 @@ class Worker:
                 except Exception:  # noqa: BLE001 - keep renewing the other leases
                     log.warning("lease renewal failed", exc_info=True, extra={"job_id": running.job.id})
                     continue
-                if not kept and self._is_running(running.job):
+                if not kept and self._is_running(running.job) and running.context.finished is None:
                     running.context.lease_lost.set()
                     log.warning(
                         "lease lost while the job was running",

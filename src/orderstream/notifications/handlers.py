@@ -1,18 +1,23 @@
-"""Order events -> the tracking projection and a `notifications.plan` job, in the event's transaction."""
+"""Order events -> the tracking projection and the plan of their messages, in the event's transaction."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from orderstream.db import utcnow
 from orderstream.jobs.outbox import enqueue
+from orderstream.jobs.registry import CURRENT_JOB
 from orderstream.notifications import tracking
 from orderstream.orders.events import DeliveryStatusChanged, Event, OrderCreated, OrderStatusChanged
 
 PLAN_KIND = "notifications.plan"
+
+log = logging.getLogger("orderstream.notifications")
 
 
 def event_payload(event: Event) -> dict[str, Any]:
@@ -23,7 +28,22 @@ def event_payload(event: Event) -> dict[str, Any]:
 
 
 def _plan(conn: Connection, event: Event) -> None:
-    enqueue(conn, kind=PLAN_KIND, payload=event_payload(event), max_attempts=5)
+    payload = event_payload(event)
+    job = CURRENT_JOB.get()
+    if job is not None:
+        # raised by a worker job (a booking, a cancel, a poll): plan right here instead of in a job of
+        # its own (a claim and two more commits); a planning error must not undo the job's change, so
+        # it runs in a savepoint and falls back to the job
+        # late: planner -> notifications.service -> orders.service -> orders.handlers -> this module
+        from orderstream.notifications import planner
+
+        try:
+            with conn.begin_nested():
+                planner.plan(conn, job.settings, payload, utcnow())
+            return
+        except Exception:  # noqa: BLE001 - the plan job below retries it
+            log.warning("planning in the job's transaction failed; queued as a job", exc_info=True)
+    enqueue(conn, kind=PLAN_KIND, payload=payload, max_attempts=5)
 
 
 def on_order_created(conn: Connection, event: OrderCreated) -> None:

@@ -110,6 +110,7 @@ def plan_job(ctx: JobContext) -> None:
     """Queue the messages an order event calls for."""
     with ctx.db.write() as conn:
         planner.plan(conn, ctx.settings, ctx.payload, utcnow())
+        ctx.finish_in(conn)
 
 
 # --- send -----------------------------------------------------------------------------------------
