@@ -6,11 +6,12 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from orderstream.db import Database, utcnow
 from orderstream.jobs import runtime
 from orderstream.jobs.models import jobs
-from orderstream.jobs.outbox import enqueue
+from orderstream.jobs.outbox import BATCH_KEY, ENQUEUED_FLAG, batch, enqueue
 from tests.jobs_helpers import job_row, unique_kind
 
 
@@ -233,3 +234,48 @@ def test_retry_dead_job_puts_it_back_to_pending(db: Database) -> None:
     with pytest.raises(runtime.JobError) as excinfo, db.write() as conn:
         runtime.retry_dead(conn, job_id=10**12)
     assert excinfo.value.code == "job_not_found"
+
+
+def _jobs_of(db: Database, *kinds: str) -> list[tuple[str, str | None, dict]]:  # type: ignore[type-arg]
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(jobs.c.kind, jobs.c.key, jobs.c.payload).where(jobs.c.kind.in_(kinds)).order_by(jobs.c.id)
+        )
+        return [(r.kind, r.key, r.payload) for r in rows]
+
+
+def test_a_batch_writes_its_jobs_together_with_the_usual_dedupe(db: Database) -> None:
+    keyed, plain = unique_kind("batch_keyed"), unique_kind("batch_plain")
+    with db.write() as conn:
+        enqueue(conn, kind=keyed, key="k1", payload={"n": 0})
+    with db.write() as conn:
+        with batch(conn):
+            assert enqueue(conn, kind=keyed, key="k1", payload={"n": 1}) is None  # active already: skipped
+            enqueue(conn, kind=keyed, key="k2", payload={"n": 2})
+            enqueue(conn, kind=keyed, key="k2", payload={"n": 3})  # twice in one batch: once
+            for n in range(4, 14):  # more rows than one statement takes
+                enqueue(conn, kind=plain, payload={"n": n})
+            assert conn.execute(sa.select(sa.func.count()).where(jobs.c.kind == plain)).scalar() == 0  # not yet
+        enqueued = set(conn.info.get(ENQUEUED_FLAG, ()))
+    assert enqueued == {keyed, plain}  # an in-process worker is woken for both kinds
+    assert _jobs_of(db, keyed, plain) == [
+        (keyed, "k1", {"n": 0}),
+        (keyed, "k2", {"n": 2}),
+        *[(plain, None, {"n": n}) for n in range(4, 14)],
+    ]
+
+
+def test_a_batch_that_raises_writes_nothing(db: Database) -> None:
+    kind = unique_kind("batch_raise")
+
+    def enqueue_then_fail(conn: Connection) -> None:
+        with batch(conn):
+            enqueue(conn, kind=kind, payload={})
+            raise RuntimeError("the change failed")
+
+    with db.write() as conn:
+        with pytest.raises(RuntimeError):
+            enqueue_then_fail(conn)
+        assert BATCH_KEY not in conn.info
+        enqueue(conn, kind=kind, payload={"after": True})  # outside the batch: written at once
+    assert _jobs_of(db, kind) == [(kind, None, {"after": True})]

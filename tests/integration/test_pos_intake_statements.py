@@ -42,8 +42,10 @@ def test_a_new_order_is_few_statements_each_cacheable_by_the_driver(
         # credentials + location; event, order, lines, history; dispatch job, tracking token, notifications job
         assert len(sent) == 8, sent
         return
-    # credentials + location; event, order, lines and history in one; the jobs (+ NOTIFY) and the tracking token
-    assert len(sent) == 5, sent
+    # credentials + location; event, order, lines and history in one; the tracking token; both jobs (+ NOTIFY) in one
+    assert len(sent) == 4, sent
+    assert "INSERT INTO jobs" in sent[-1], sent[-1]
+    assert "pg_notify" in sent[-1], sent[-1]
     max_length, max_params = PSYCOPG_CACHE_LIMITS
     for statement, parameters in statements:
         # psycopg parses longer statements (or ones with more parameters) again on every execution

@@ -29,7 +29,7 @@ from orderstream.deliveries.protocol import (
     WebhookUpdate,
 )
 from orderstream.jobs.models import jobs
-from orderstream.jobs.outbox import enqueue
+from orderstream.jobs.outbox import batch, enqueue
 from orderstream.orders import domain
 from orderstream.orders import service as orders_service
 from orderstream.orders.events import DeliveryStatusChanged, OrderStatusChanged
@@ -373,15 +373,16 @@ def record_booked(
     _apply_snapshot(
         conn, attempt=booked, snapshot=snapshot, actor=domain.Actor.SYSTEM.value, settings=settings, force_event=True
     )
-    if deadline is not None:
-        enqueue(
-            conn,
-            kind=ACCEPTANCE_KIND,
-            key=f"attempt:{attempt['id']}",
-            payload={"attempt_id": int(attempt["id"])},
-            run_at=deadline,
-        )
-    schedule_reconcile(conn, attempt_id=int(attempt["id"]), seq=1, settings=settings)
+    with batch(conn):  # both checks in one statement
+        if deadline is not None:
+            enqueue(
+                conn,
+                kind=ACCEPTANCE_KIND,
+                key=f"attempt:{attempt['id']}",
+                payload={"attempt_id": int(attempt["id"])},
+                run_at=deadline,
+            )
+        schedule_reconcile(conn, attempt_id=int(attempt["id"]), seq=1, settings=settings)
     status = conn.execute(_SELECT_ORDER_STATUS, {"b_order_id": attempt["order_id"]}).scalar()
     if status == domain.OrderStatus.CANCELED.value:
         # canceled while we were booking: the courier must not come

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +21,7 @@ REQUEST_ID_KEY = "_request_id"
 
 NOTIFY_CHANNEL = "orderstream_jobs"
 ENQUEUED_FLAG = "orderstream_jobs_enqueued"
+BATCH_KEY = "orderstream_jobs_batch"  # conn.info: rows of a batch() not written yet
 _ACTIVE_WHERE = sa.text("key IS NOT NULL AND status IN ('pending', 'running')")
 _INSERT = sa.insert(jobs).returning(jobs.c.id)
 # (PostgreSQL uses the insert-and-notify statements below)
@@ -44,6 +48,62 @@ _PG_INSERT_NOTIFY = _pg_insert_notify(keyed=False)
 _PG_INSERT_NOTIFY_KEYED = _pg_insert_notify(keyed=True)
 
 
+# A batch's rows as one JSON parameter: one statement for any number of rows, compiled and prepared once
+# (a multi-row VALUES would be compiled again on every execution). Keyed for every row: a NULL key
+# never conflicts, so unkeyed rows always go in.
+_PG_INSERT_ROWS_NOTIFY = sa.text(
+    """
+    WITH inserted_jobs AS (
+        INSERT INTO jobs (kind, key, payload, status, run_at, attempts, max_attempts, created_at, updated_at)
+        SELECT r.kind, r.key, r.payload, 'pending', r.run_at, 0, r.max_attempts, r.created_at, r.updated_at
+        FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
+            kind varchar, key varchar, payload jsonb, run_at timestamptz, max_attempts integer,
+            created_at timestamptz, updated_at timestamptz
+        )
+        ON CONFLICT (kind, key) WHERE key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
+        RETURNING id, kind
+    )
+    SELECT inserted_jobs.kind, pg_notify(:channel, inserted_jobs.kind) FROM inserted_jobs
+    """
+)
+
+
+@contextmanager
+def batch(conn: Connection) -> Iterator[None]:
+    """Jobs enqueued inside the block go in together at its end: on PostgreSQL one statement, one round trip.
+
+    Inside it, enqueue() returns None (the ids are not known yet): only for callers that need no id.
+    A block that raises writes none of its jobs. (SQLite writes them one by one: no round trips to save.)
+    """
+    if BATCH_KEY in conn.info:
+        yield  # nested: the outer block writes them
+        return
+    pending: list[dict[str, Any]] = []
+    conn.info[BATCH_KEY] = pending
+    try:
+        yield
+    finally:
+        conn.info.pop(BATCH_KEY, None)
+    if conn.dialect.name != "postgresql":
+        for values in pending:
+            _insert(conn, values)
+    elif pending:
+        rows = json.dumps([{**v, "run_at": _iso(v["run_at"]), **_stamps(v)} for v in pending])
+        kinds = set(conn.execute(_PG_INSERT_ROWS_NOTIFY, {"rows": rows, "channel": NOTIFY_CHANNEL}).scalars())
+        if kinds:
+            conn.info.setdefault(ENQUEUED_FLAG, set()).update(kinds)
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given to a job")  # as the UTC columns refuse one
+    return moment.isoformat()
+
+
+def _stamps(values: dict[str, Any]) -> dict[str, str]:
+    return {"created_at": _iso(values["created_at"]), "updated_at": _iso(values["updated_at"])}
+
+
 def enqueue(
     conn: Connection,
     *,
@@ -55,7 +115,7 @@ def enqueue(
 ) -> int | None:
     """Add a job in the caller's transaction; with a key, skip it if one is already active.
 
-    Returns the new job id, or None when an active job with the same (kind, key) exists.
+    Returns the new job id, or None when an active job with the same (kind, key) exists (or inside batch()).
     max_attempts caps the kind's RetryPolicy.max_attempts (the lower of the two applies).
     """
     now = utcnow()
@@ -73,6 +133,15 @@ def enqueue(
         "created_at": now,
         "updated_at": now,
     }
+    pending = conn.info.get(BATCH_KEY)
+    if pending is not None:
+        pending.append(values)
+        return None
+    return _insert(conn, values)
+
+
+def _insert(conn: Connection, values: dict[str, Any]) -> int | None:
+    kind, key = values["kind"], values["key"]
     dialect = conn.dialect.name
     # prebuilt statements, values apart: SQLAlchemy reuses the compiled statement instead of rebuilding it
     if dialect == "postgresql":

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from orderstream.db import insert_ignoring, locked
 from orderstream.errors import ApiError
 from orderstream.ids import new_id, new_token
+from orderstream.jobs.outbox import batch
 from orderstream.orders import domain
 from orderstream.orders import service as orders_service
 from orderstream.orders.events import OrderCreated
@@ -262,19 +263,20 @@ def create_order(
         return _resent_order(
             conn, location, order, content_hash=content_hash, event_id=stored.event_id, base_url=base_url
         )
-    publish(
-        conn,
-        OrderCreated(
-            order_id=row["id"],
-            partner_id=partner_id,
-            location_id=location["id"],
-            fulfillment_type=order.fulfillment_type.value,
-            status=draft.status.value,
-            is_future_order=draft.is_future,
-            requested_for=order.requested_for,
-            at=now,
-        ),
-    )
+    with batch(conn):  # the new order's jobs in one statement (PostgreSQL: one round trip for all)
+        publish(
+            conn,
+            OrderCreated(
+                order_id=row["id"],
+                partner_id=partner_id,
+                location_id=location["id"],
+                fulfillment_type=order.fulfillment_type.value,
+                status=draft.status.value,
+                is_future_order=draft.is_future,
+                requested_for=order.requested_for,
+                at=now,
+            ),
+        )
     return answer
 
 
