@@ -225,7 +225,7 @@ def _book_new(
         order = orders_service.get_order_for_update(conn, order_id=rnd.order["id"])
         if order is None or not service.is_dispatchable(order):
             return "stopped"
-        attempt_id = service.insert_attempt(
+        attempt = service.insert_attempt(
             conn,
             order_id=order["id"],
             number=number,
@@ -234,7 +234,6 @@ def _book_new(
             request=request,
             context=context,
         )
-        attempt = service.get_attempt(conn, attempt_id) if attempt_id is not None else None
     if attempt is None:
         return "stopped"
     return _book(ctx, provider, rnd, attempt, request, quote)
@@ -306,7 +305,7 @@ def _book(
         return "failed"
     timeout = rnd.policy.acceptance_timeout(provider.name, ctx.settings.dispatch_acceptance_timeout_seconds)
     with ctx.db.write() as conn:
-        current = service.lock_attempt(conn, int(attempt["id"]))
+        current = service.lock_attempt(conn, int(attempt["id"]), order_id=order_id)
         if current is not None and current["state"] == service.BOOKING:
             service.record_booked(
                 conn, attempt=current, snapshot=snapshot, accept_within=timeout, settings=ctx.settings

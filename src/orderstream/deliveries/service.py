@@ -72,8 +72,13 @@ _SELECT_LAST_NUMBER = sa.select(sa.func.max(delivery_attempts.c.number)).where(
     delivery_attempts.c.order_id == _ORDER_ID
 )
 _SELECT_ORDER_OF = sa.select(delivery_attempts.c.order_id).where(delivery_attempts.c.id == _ATTEMPT_ID)
-_INSERT_ATTEMPT = sa.insert(delivery_attempts).returning(delivery_attempts.c.id)
+# losing the race for the one active attempt (or any other unique key) inserts nothing and aborts nothing
+_INSERT_ATTEMPT = {
+    dialect: insert_ignoring(dialect, delivery_attempts).returning(*delivery_attempts.c)
+    for dialect in ("postgresql", "sqlite")
+}
 _UPDATE_ATTEMPT = sa.update(delivery_attempts).where(delivery_attempts.c.id == _ATTEMPT_ID)
+_UPDATE_ATTEMPT_RETURNING = _UPDATE_ATTEMPT.returning(*delivery_attempts.c)
 _UPDATE_ORDER = sa.update(orders).where(orders.c.id == _ORDER_ID)
 
 
@@ -268,8 +273,8 @@ def insert_attempt(
     quote: Quote | None,
     request: DeliveryRequest,
     context: dict[str, Any],
-) -> int | None:
-    """Start an attempt in state `booking`; None when the order already has an active one."""
+) -> RowMapping | None:
+    """Start an attempt in state `booking` and return it; None when the order already has an active one."""
     now = utcnow()
     values = {
         "order_id": order_id,
@@ -292,11 +297,8 @@ def insert_attempt(
         "created_at": now,
         "updated_at": now,
     }
-    # a savepoint: losing the race for the one active attempt must not abort the caller's transaction
-    try:
-        with conn.begin_nested():
-            row = conn.execute(_INSERT_ATTEMPT, values).one()
-    except sa.exc.IntegrityError:
+    row = conn.execute(_INSERT_ATTEMPT[conn.dialect.name], values).mappings().first()
+    if row is None:
         return None
     orders_service.record_history(
         conn,
@@ -306,7 +308,7 @@ def insert_attempt(
         reason="delivery booking",
         details={"attempt": number, "provider": provider, "fee": values["fee"], "external_id": request.external_id},
     )
-    return int(row[0])
+    return row
 
 
 def stored_quote(attempt: RowMapping) -> Quote | None:
@@ -356,20 +358,22 @@ def record_booked(
     """The provider took the booking: store its truth, start the acceptance check (unless None) and the reconciler."""
     now = utcnow()
     deadline = now + timedelta(seconds=accept_within) if accept_within is not None else None
-    conn.execute(
-        _UPDATE_ATTEMPT,
-        {
-            "b_attempt_id": attempt["id"],
-            "state": BOOKED,
-            "provider_delivery_id": snapshot.provider_delivery_id or None,
-            "booked_at": now,
-            "accept_deadline": deadline,
-            "last_event_at": now,
-            "updated_at": now,
-        },
+    booked = (
+        conn.execute(
+            _UPDATE_ATTEMPT_RETURNING,
+            {
+                "b_attempt_id": attempt["id"],
+                "state": BOOKED,
+                "provider_delivery_id": snapshot.provider_delivery_id or None,
+                "booked_at": now,
+                "accept_deadline": deadline,
+                "last_event_at": now,
+                "updated_at": now,
+            },
+        )
+        .mappings()
+        .one()
     )
-    booked = get_attempt(conn, int(attempt["id"]))
-    assert booked is not None
     _apply_snapshot(
         conn, attempt=booked, snapshot=snapshot, actor=domain.Actor.SYSTEM.value, settings=settings, force_event=True
     )
@@ -502,9 +506,12 @@ def find_attempt(conn: Connection, *, provider: str, external_id: str, provider_
     return None
 
 
-def lock_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
-    """The attempt, with its order and then itself locked (PostgreSQL): every writer takes them in this order."""
-    orders_service.lock_order(conn, order_id=_order_of(conn, attempt_id))
+def lock_attempt(conn: Connection, attempt_id: int, *, order_id: str | None = None) -> RowMapping | None:
+    """The attempt, with its order and then itself locked (PostgreSQL): every writer takes them in this order.
+
+    order_id: the attempt's order when the caller knows it (it never changes), saving the look-up.
+    """
+    orders_service.lock_order(conn, order_id=order_id or _order_of(conn, attempt_id))
     return _lock_attempt(conn, attempt_id)
 
 
