@@ -41,6 +41,18 @@ def locked(conn: Connection, stmt: sa.Select[Any], **for_update: Any) -> sa.Sele
     return stmt.with_for_update(**for_update) if conn.dialect.name == "postgresql" else stmt
 
 
+class LockedSelect:
+    """locked() for a prebuilt SELECT: both variants built once, picked per connection (no rebuild per call)."""
+
+    def __init__(self, stmt: sa.Select[Any], **for_update: Any) -> None:
+        self._plain = stmt
+        self._locking = stmt.with_for_update(**for_update)
+
+    def on(self, conn: Connection) -> sa.Select[Any]:
+        """The variant for this connection's database."""
+        return self._locking if conn.dialect.name == "postgresql" else self._plain
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware, in UTC."""
     return datetime.now(UTC)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from orderstream.config import Settings, load_settings
-from orderstream.db import insert_ignoring, utcnow
+from orderstream.db import LockedSelect, insert_ignoring, utcnow
 from orderstream.deliveries import policy as rules
 from orderstream.deliveries.models import delivery_attempts, dispatch_policies, provider_webhook_events
 from orderstream.deliveries.protocol import (
@@ -66,7 +66,7 @@ _SELECT_LINE_ITEMS = (
     .order_by(order_line_items.c.position)
 )
 _SELECT_ATTEMPT = sa.select(delivery_attempts).where(delivery_attempts.c.id == _ATTEMPT_ID)
-_SELECT_ATTEMPT_FOR_UPDATE = _SELECT_ATTEMPT.with_for_update()
+_SELECT_ATTEMPT_LOCKED = LockedSelect(_SELECT_ATTEMPT)
 _SELECT_ACTIVE_ATTEMPT = sa.select(delivery_attempts).where(delivery_attempts.c.active_order_id == _ORDER_ID)
 _SELECT_LAST_NUMBER = sa.select(sa.func.max(delivery_attempts.c.number)).where(
     delivery_attempts.c.order_id == _ORDER_ID
@@ -516,8 +516,7 @@ def lock_attempt(conn: Connection, attempt_id: int, *, order_id: str | None = No
 
 
 def _lock_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
-    stmt = _SELECT_ATTEMPT_FOR_UPDATE if conn.dialect.name == "postgresql" else _SELECT_ATTEMPT  # as db.locked
-    return conn.execute(stmt, {"b_attempt_id": attempt_id}).mappings().first()
+    return conn.execute(_SELECT_ATTEMPT_LOCKED.on(conn), {"b_attempt_id": attempt_id}).mappings().first()
 
 
 def apply_update(

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from orderstream.db import utcnow
+from orderstream.db import LockedSelect, utcnow
 from orderstream.orders import domain
 from orderstream.orders.events import OrderStatusChanged
 from orderstream.orders.handlers import publish
@@ -15,7 +15,7 @@ from orderstream.orders.models import order_history, orders
 
 _INSERT_HISTORY = sa.insert(order_history)
 _SELECT_ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type))
-_SELECT_ORDER_FOR_UPDATE = _SELECT_ORDER.with_for_update()
+_SELECT_ORDER_LOCKED = LockedSelect(_SELECT_ORDER)
 _LOCK_ORDER = (
     sa.select(orders.c.id).where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type)).with_for_update()
 )
@@ -64,9 +64,7 @@ def record_history(
 
 def get_order_for_update(conn: Connection, *, order_id: str) -> RowMapping | None:
     """The order row, locked for the rest of the transaction on PostgreSQL."""
-    # prebuilt (the values apart): FOR UPDATE on PostgreSQL only, as db.locked does
-    stmt = _SELECT_ORDER_FOR_UPDATE if conn.dialect.name == "postgresql" else _SELECT_ORDER
-    return conn.execute(stmt, {"b_order_id": order_id}).mappings().first()
+    return conn.execute(_SELECT_ORDER_LOCKED.on(conn), {"b_order_id": order_id}).mappings().first()
 
 
 def lock_order(conn: Connection, *, order_id: str) -> None:
