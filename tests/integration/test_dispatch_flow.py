@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 import sqlalchemy as sa
 
 from orderstream.deliveries.policy import Strategy
 from orderstream.jobs.models import jobs
-from orderstream.notifications import planner
 from orderstream.notifications.handlers import PLAN_KIND
 from tests.deliveries_helpers import dispatch_stack
 from tests.factories import make_partner
-from tests.jobs_helpers import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,47 +90,12 @@ def test_unpaid_order_without_a_cash_provider_fails_with_the_reason(
         assert any("cannot collect cash" in (h["reason"] or "") for h in stack.history(order_id))
 
 
-def _plan_jobs_of_booking(stack: Any, order_id: str) -> list[dict[str, Any]]:
-    """notifications.plan jobs of the booking's delivery event (the first one, from no status: the dispatch job's)."""
-    with stack.db.read() as conn:
-        payloads = conn.execute(sa.select(jobs.c.payload).where(jobs.c.kind == PLAN_KIND)).scalars().all()
-    return [
-        p
-        for p in payloads
-        if p["order_id"] == order_id and p["event"] == "DeliveryStatusChanged" and p["from_status"] is None
-    ]
-
-
-def test_the_booking_plans_its_messages_in_its_own_transaction(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    real, planned = planner.plan, []
-
-    def plan(conn: Any, settings: Any, payload: dict[str, Any], now: Any) -> None:
-        planned.append((payload["event"], payload.get("from_status"), conn.in_nested_transaction()))
-        real(conn, settings, payload, now)
-
-    monkeypatch.setattr(planner, "plan", plan)
-    with dispatch_stack(db_url, monkeypatch) as stack:
+def test_the_booking_queues_no_plan_job(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with dispatch_stack(db_url, monkeypatch, step_seconds=30.0) as stack:
         partner = make_partner(stack.db)
         order_id = stack.create_order(partner)
-        stack.wait_attempts(order_id, lambda a: a[0]["state"] != "booking")
-        assert _plan_jobs_of_booking(stack, order_id) == []
-    # planned once, inside the booking's transaction (in a savepoint of it), not by a job of its own
-    assert planned.count(("DeliveryStatusChanged", None, True)) == 1
-
-
-def test_a_planning_error_in_the_booking_falls_back_to_a_plan_job(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = planner.plan
-
-    def plan(conn: Any, settings: Any, payload: dict[str, Any], now: Any) -> None:
-        if payload["event"] == "DeliveryStatusChanged":
-            conn.execute(sa.text("SELECT no_such_column FROM orders"))  # a database error mid-plan
-        real(conn, settings, payload, now)
-
-    monkeypatch.setattr(planner, "plan", plan)
-    with dispatch_stack(db_url, monkeypatch) as stack:
-        partner = make_partner(stack.db)
-        order_id = stack.create_order(partner)
-        [attempt] = stack.wait_attempts(order_id, lambda a: a[0]["state"] != "booking")
-        assert attempt["state"] == "booked"  # the booking itself stands
-        assert attempt["provider_delivery_id"]
-        wait_for(lambda: _plan_jobs_of_booking(stack, order_id))
+        stack.wait_attempts(order_id, lambda a: a[0]["state"] == "booked")
+        with stack.db.read() as conn:
+            payloads = conn.execute(sa.select(jobs.c.payload).where(jobs.c.kind == PLAN_KIND)).scalars().all()
+    # the order's confirmation only: the booking's delivery status (no courier yet) tells the customer nothing
+    assert [p["event"] for p in payloads if p["order_id"] == order_id] == ["OrderCreated"]

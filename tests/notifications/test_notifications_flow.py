@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from datetime import timedelta
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from typer.testing import CliRunner
 
 from orderstream.cli import app
+from orderstream.config import Settings
 from orderstream.db import Database, utcnow
+from orderstream.jobs.models import jobs
+from orderstream.jobs.outbox import enqueue
+from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, RetryPolicy
+from orderstream.notifications import planner
+from orderstream.notifications.handlers import PLAN_KIND
 from orderstream.notifications.models import notifications
 from orderstream.tenancy import service as tenancy
 from tests.factories import PartnerFixture, make_partner
+from tests.jobs_helpers import running_worker, unique_kind
 from tests.notifications_helpers import (
     Driver,
     by_key,
@@ -225,3 +235,53 @@ def test_location_settings_turn_off_and_override(
     listed = runner.invoke(app, ["notifications", "list", "--order", order_id, "--json"])
     assert [r["status"] for r in json.loads(listed.stdout)] == ["sent", "skipped", "skipped", "skipped"]
     assert phone not in listed.stdout
+
+
+def _run_in_a_job(db: Database, settings: Settings, body: Callable[[], None]) -> None:
+    """Run body as the handler of a job, on a real worker, until the job is done."""
+    kind, done = unique_kind("raises_events"), threading.Event()
+
+    def handler(_ctx: JobContext) -> None:
+        body()
+        done.set()
+
+    registry = JobRegistry()
+    registry.register(JobKind(kind, handler, retry=RetryPolicy(max_attempts=1)))
+    with running_worker(db, settings, registry):
+        with db.write() as conn:
+            enqueue(conn, kind=kind, payload={})
+        assert done.wait(20)
+
+
+def _plan_jobs(db: Database, order_id: str, event: str) -> list[dict[str, object]]:
+    with db.read() as conn:
+        payloads = conn.execute(sa.select(jobs.c.payload).where(jobs.c.kind == PLAN_KIND)).scalars().all()
+    return [p for p in payloads if p["order_id"] == order_id and p["event"] == event]
+
+
+def test_a_delivery_event_raised_in_a_job_is_planned_in_its_transaction(
+    db: Database, db_url: str, partner: PartnerFixture, sim: str
+) -> None:
+    order_id = seed_order(db, partner, customer_phone="+14155550151")
+    settings = notif_settings(db_url, sms_url=sim, smtp_port=None)
+    _run_in_a_job(db, settings, lambda: delivery(db, partner, order_id, "enroute_to_pickup"))
+    assert _plan_jobs(db, order_id, "DeliveryStatusChanged") == []
+    assert by_key(db, order_id)[("courier_assigned", "sms")]["status"] == "queued"  # planned, its send job queued
+
+
+def test_a_planning_error_in_a_job_falls_back_to_a_plan_job(
+    db: Database, db_url: str, partner: PartnerFixture, sim: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = planner.plan
+
+    def plan(conn: Connection, settings: Settings, payload: dict[str, Any], now: datetime) -> None:
+        conn.execute(sa.text("SELECT no_such_column FROM orders"))  # a database error in the middle of planning
+        real(conn, settings, payload, now)
+
+    monkeypatch.setattr(planner, "plan", plan)
+    order_id = seed_order(db, partner, customer_phone="+14155550152")
+    settings = notif_settings(db_url, sms_url=sim, smtp_port=None)
+    _run_in_a_job(db, settings, lambda: delivery(db, partner, order_id, "enroute_to_pickup"))
+    [payload] = _plan_jobs(db, order_id, "DeliveryStatusChanged")  # the event's transaction still committed
+    assert payload["to_status"] == "enroute_to_pickup"
+    assert rows(db, order_id) == []

@@ -122,3 +122,13 @@ def test_courier_display() -> None:
     assert domain.vehicle_text(courier) == "blue Toyota Prius"
     assert domain.vehicle_text({"vehicle_type": "bicycle"}) == "bicycle"
     assert domain.vehicle_text(None) is None
+
+
+def test_only_statuses_that_can_tell_something_are_planned() -> None:
+    from orderstream.deliveries.protocol import DeliveryStatus
+
+    silent = {s.value for s in DeliveryStatus if not domain.delivery_status_may_notify(s.value)}
+    assert silent == {"pending", "pending_driver_confirmation", "failed_to_assign_driver", "merchant_canceled"}
+    for status in silent:  # the planner's own rules queue nothing for them, with or without a courier
+        assert domain.kinds_for_delivery_status(status, has_courier=True) == []
+        assert status not in domain.COURIER_STATES | domain.ON_THE_WAY_STATES

@@ -85,6 +85,15 @@ def kinds_for_delivery_status(to_status: str, *, has_courier: bool) -> list[Kind
     return []
 
 
+def delivery_status_may_notify(to_status: str) -> bool:
+    """Whether a delivery status can call for any message, whatever the customer was told before.
+
+    False for the statuses in between (quoted, booked, picked up, ...): planning them queues nothing.
+    """
+    once_only = kinds_for_delivery_status(to_status, has_courier=True)
+    return bool(once_only) or to_status in COURIER_STATES | ON_THE_WAY_STATES  # the latter: ETA updates
+
+
 @dataclass(frozen=True)
 class Told:
     """What the customer was last told about the delivery, and when."""

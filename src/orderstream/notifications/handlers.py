@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 from orderstream.db import utcnow
 from orderstream.jobs.outbox import enqueue
 from orderstream.jobs.registry import CURRENT_JOB
-from orderstream.notifications import tracking
+from orderstream.notifications import domain, tracking
 from orderstream.orders.events import DeliveryStatusChanged, Event, OrderCreated, OrderStatusChanged
 
 PLAN_KIND = "notifications.plan"
@@ -61,4 +61,5 @@ def on_order_status_changed(conn: Connection, event: OrderStatusChanged) -> None
 def on_delivery_status_changed(conn: Connection, event: DeliveryStatusChanged) -> None:
     """Tracking page refresh; courier assigned, on the way, delivered, problems, ETA changes and re-dispatch."""
     tracking.touch(conn, order_id=event.order_id, at=event.at, delivery=tracking.delivery_facts(event))
-    _plan(conn, event)
+    if domain.delivery_status_may_notify(event.to_status):  # no plan (and no job) for a status that tells nothing
+        _plan(conn, event)
