@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
@@ -21,25 +21,33 @@ _LOCK_ORDER = (
 )
 
 
-def history_entry(
-    *,
-    actor: str,
-    from_status: str | None = None,
-    to_status: str | None = None,
-    reason: str | None = None,
-    kind: str = "status",
-    details: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+class HistoryFields(TypedDict, total=False):
+    """What a history entry may say besides who made it (`kind` defaults to "status")."""
+
+    from_status: str | None
+    to_status: str | None
+    reason: str | None
+    kind: str
+    details: dict[str, Any] | None
+
+
+def history_entry(*, actor: str, **fields: Unpack[HistoryFields]) -> dict[str, Any]:
     """The columns of a new history entry, apart from order_id and inbound_event_id."""
     return {
         "at": utcnow(),
-        "kind": kind,
-        "from_status": from_status,
-        "to_status": to_status,
+        "kind": fields.get("kind", "status"),
+        "from_status": fields.get("from_status"),
+        "to_status": fields.get("to_status"),
         "actor": actor,
-        "reason": reason,
-        "details": details,
+        "reason": fields.get("reason"),
+        "details": fields.get("details"),
     }
+
+
+def insert_history(conn: Connection, entry: dict[str, Any], *, order_id: str, inbound_event_id: int | None) -> None:
+    """Insert a history entry made by history_entry()."""
+    # parameters passed apart from the statement: one cached statement instead of one built per call
+    conn.execute(_INSERT_HISTORY, {**entry, "order_id": order_id, "inbound_event_id": inbound_event_id})
 
 
 def record_history(
@@ -47,19 +55,11 @@ def record_history(
     *,
     order_id: str,
     actor: str,
-    from_status: str | None = None,
-    to_status: str | None = None,
-    reason: str | None = None,
-    kind: str = "status",
-    details: dict[str, Any] | None = None,
     inbound_event_id: int | None = None,
+    **fields: Unpack[HistoryFields],
 ) -> None:
     """Append an entry to the order's history."""
-    entry = history_entry(
-        actor=actor, from_status=from_status, to_status=to_status, reason=reason, kind=kind, details=details
-    )
-    # parameters passed apart from the statement: one cached statement instead of one built per call
-    conn.execute(_INSERT_HISTORY, {**entry, "order_id": order_id, "inbound_event_id": inbound_event_id})
+    insert_history(conn, history_entry(actor=actor, **fields), order_id=order_id, inbound_event_id=inbound_event_id)
 
 
 def get_order_for_update(conn: Connection, *, order_id: str) -> RowMapping | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from orderstream.db import insert_ignoring, locked
+from orderstream.db import locked
 from orderstream.errors import ApiError
 from orderstream.ids import new_id, new_token
 from orderstream.jobs.outbox import batch
@@ -66,13 +65,6 @@ class Outcome:
 _LOCATION = sa.select(*LOCATION_COLUMNS).where(
     locations.c.partner_id == sa.bindparam("partner_id"), locations.c.external_id == sa.bindparam("external_id")
 )
-_INSERT_EVENT = sa.insert(inbound_events).returning(inbound_events.c.id)
-
-
-@functools.cache
-def _insert_ignoring(dialect: str, table: sa.Table, conflict_on: tuple[str, ...], returning: sa.Column[Any]) -> Any:
-    """INSERT ... ON CONFLICT (conflict_on) DO NOTHING RETURNING returning, built once per dialect."""
-    return insert_ignoring(dialect, table, index_elements=list(conflict_on)).returning(returning)
 
 
 # --- the inbound event store ---------------------------------------------------------------------
@@ -117,12 +109,7 @@ def _event_values(delivery: Delivery, *, order_id: str | None = None, answer: Ou
 
 def _record_event(conn: Connection, delivery: Delivery, *, order_id: str | None = None) -> int | None:
     """Store the raw event; None when its webhook-id was stored before (a concurrent redelivery)."""
-    values = _event_values(delivery, order_id=order_id)
-    if delivery.webhook_id is None:
-        stmt: Any = _INSERT_EVENT
-    else:
-        stmt = _insert_ignoring(conn.dialect.name, inbound_events, ("partner_id", "webhook_id"), inbound_events.c.id)
-    return conn.execute(stmt, values).scalar()
+    return store.insert_event(conn, _event_values(delivery, order_id=order_id))
 
 
 def _answer_event(conn: Connection, event_id: int, answer: Outcome, *, order_id: str | None = None) -> None:

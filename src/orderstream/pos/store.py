@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from orderstream.db import insert_ignoring
+from orderstream.orders import service as orders_service
 from orderstream.orders.models import order_history, order_line_items, orders
 from orderstream.pos.models import inbound_events
 
@@ -99,13 +100,21 @@ def pg_statement(event_cols: tuple[str, ...], order_cols: tuple[str, ...], histo
 
 
 _INSERT_EVENT = sa.insert(inbound_events).returning(inbound_events.c.id)
-_INSERT_HISTORY = sa.insert(order_history)
 _INSERT_LINES = sa.insert(order_line_items)
 
 
 @functools.cache
-def _sqlite_insert_ignoring(table: sa.Table, conflict_on: tuple[str, ...], returning: sa.Column[Any]) -> Any:
-    return insert_ignoring("sqlite", table, index_elements=list(conflict_on)).returning(returning)
+def _insert_ignoring(dialect: str, table: sa.Table, conflict_on: tuple[str, ...], returning: sa.Column[Any]) -> Any:
+    """INSERT ... ON CONFLICT (conflict_on) DO NOTHING RETURNING returning, built once per dialect."""
+    return insert_ignoring(dialect, table, index_elements=list(conflict_on)).returning(returning)
+
+
+def insert_event(conn: Connection, event: dict[str, Any]) -> int | None:
+    """Store a raw event (an inbound_events row); None when its webhook-id was stored before."""
+    if event["webhook_id"] is None:
+        return conn.execute(_INSERT_EVENT, event).scalar()
+    stmt = _insert_ignoring(conn.dialect.name, inbound_events, WEBHOOK_KEY, inbound_events.c.id)
+    return conn.execute(stmt, event).scalar()
 
 
 def _params(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
@@ -133,18 +142,14 @@ def store_order(
         if row is None:
             return Stored(None, False)
         return Stored(int(row.event_id), row.order_id is not None)
-    if event["webhook_id"] is None:
-        event_id = conn.execute(_INSERT_EVENT, event).scalar()
-    else:
-        insert_event = _sqlite_insert_ignoring(inbound_events, WEBHOOK_KEY, inbound_events.c.id)
-        event_id = conn.execute(insert_event, event).scalar()
+    event_id = insert_event(conn, event)
     if event_id is None:
         return Stored(None, False)
-    insert_order = _sqlite_insert_ignoring(orders, ORDER_KEY, orders.c.id)
+    insert_order = _insert_ignoring("sqlite", orders, ORDER_KEY, orders.c.id)
     from_event = {o: event[e] for o, e in FROM_EVENT}
     if conn.execute(insert_order, {**order, **from_event, "inbound_event_id": event_id}).scalar() is None:
         return Stored(int(event_id), False)
     if lines:
         conn.execute(_INSERT_LINES, [{**line, "order_id": order["id"]} for line in lines])
-    conn.execute(_INSERT_HISTORY, {**history, "order_id": order["id"], "inbound_event_id": event_id})
+    orders_service.insert_history(conn, history, order_id=order["id"], inbound_event_id=event_id)
     return Stored(int(event_id), True)
