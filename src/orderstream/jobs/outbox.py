@@ -88,20 +88,17 @@ def batch(conn: Connection) -> Iterator[None]:
         for values in pending:
             _insert(conn, values)
     elif pending:
-        rows = json.dumps([{**v, "run_at": _iso(v["run_at"]), **_stamps(v)} for v in pending])
+        rows = json.dumps([_json_row(values) for values in pending])
         kinds = set(conn.execute(_PG_INSERT_ROWS_NOTIFY, {"rows": rows, "channel": NOTIFY_CHANNEL}).scalars())
         if kinds:
             conn.info.setdefault(ENQUEUED_FLAG, set()).update(kinds)
 
 
-def _iso(moment: datetime) -> str:
-    if moment.tzinfo is None:
+def _json_row(values: dict[str, Any]) -> dict[str, Any]:
+    times = {column: values[column] for column in ("run_at", "created_at", "updated_at")}
+    if any(moment.tzinfo is None for moment in times.values()):
         raise ValueError("naive datetime given to a job")  # as the UTC columns refuse one
-    return moment.isoformat()
-
-
-def _stamps(values: dict[str, Any]) -> dict[str, str]:
-    return {"created_at": _iso(values["created_at"]), "updated_at": _iso(values["updated_at"])}
+    return {**values, **{column: moment.isoformat() for column, moment in times.items()}}
 
 
 def enqueue(
