@@ -325,7 +325,7 @@ def _count_completes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_finish_in_marks_the_job_done_in_the_handlers_transaction(
     db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kind, follow_up = unique_kind("finish"), unique_kind("follow")
+    follow_up = unique_kind("follow")
     completes = _count_completes(monkeypatch)
 
     def handler(ctx: JobContext) -> None:
@@ -333,12 +333,9 @@ def test_finish_in_marks_the_job_done_in_the_handlers_transaction(
             enqueue(conn, kind=follow_up, payload={"from": ctx.job_id})
             ctx.finish_in(conn)
 
-    registry = JobRegistry()
-    registry.register(JobKind(kind, handler))
-    with running_worker(db, worker_settings(db_url), registry):
-        job_id = _enqueue(db, kind)
-        wait_for(lambda: _metric("orderstream_jobs_succeeded_total", kind) == 1)
+    job_id, _seen = _run_until(db, db_url, handler, retry=RetryPolicy(), until="done")
     row = job_row(db, job_id)
+    wait_for(lambda: _metric("orderstream_jobs_succeeded_total", row["kind"]) == 1)
     assert (row["status"], row["attempts"], row["leased_until"]) == ("done", 1, None)
     assert row["finished_at"] is not None
     assert completes == []  # no transaction of the worker's own for the outcome
@@ -350,7 +347,7 @@ def test_finish_in_marks_the_job_done_in_the_handlers_transaction(
 def test_finish_in_a_rolled_back_transaction_marks_nothing(
     db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kind, follow_up = unique_kind("rollback"), unique_kind("follow")
+    follow_up = unique_kind("follow")
     completes = _count_completes(monkeypatch)
 
     def handler(ctx: JobContext) -> None:
@@ -360,11 +357,8 @@ def test_finish_in_a_rolled_back_transaction_marks_nothing(
             if ctx.attempts == 1:
                 raise RetryableError("rolled back after finish_in")
 
-    registry = JobRegistry()
-    registry.register(JobKind(kind, handler, retry=RetryPolicy(max_attempts=3, base_seconds=0.05, jitter=0)))
-    with running_worker(db, worker_settings(db_url), registry):
-        job_id = _enqueue(db, kind)
-        wait_for(lambda: job_status(db, job_id) == "done")
+    policy = RetryPolicy(max_attempts=3, base_seconds=0.05, jitter=0)
+    job_id, _seen = _run_until(db, db_url, handler, retry=policy, until="done")
     row = job_row(db, job_id)
     assert (row["attempts"], row["last_error"]) == (2, "RetryableError: rolled back after finish_in")
     assert completes == []
