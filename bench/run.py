@@ -99,6 +99,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system CPU time of every PostgreSQL process on this machine (its backends, WAL writer, ...)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if (stat.parent / "comm").read_text().strip() == "postgres":
+                total += cpu_seconds(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue  # the process ended meanwhile
+    return total
+
+
 @contextmanager
 def server(args: list[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[tuple[str, int]]:
     """A server process answering /readyz on port, as (base URL, pid); SIGTERM (then SIGKILL) on exit."""
@@ -142,11 +154,11 @@ def count_rows(db_url: str, table: str) -> int:
 
 def measure_round(url: str, pid: int, factory: EventFactory, opts: argparse.Namespace) -> dict[str, Any]:
     """One round against one app: closed loop (with the server's CPU per 200), then paced."""
-    cpu_before = cpu_seconds(pid)
+    cpu_before, db_cpu_before = cpu_seconds(pid), postgres_cpu_seconds()
     closed, closed_ids = run_async(
         run_load(url, factory, duration=opts.duration, warmup=opts.warmup, concurrency=opts.concurrency)
     )
-    cpu = cpu_seconds(pid) - cpu_before
+    cpu, db_cpu = cpu_seconds(pid) - cpu_before, postgres_cpu_seconds() - db_cpu_before
     paced, paced_ids = run_async(
         run_load(url, factory, duration=opts.paced_duration, warmup=0, concurrency=opts.concurrency, rate=opts.rate)
     )
@@ -155,6 +167,8 @@ def measure_round(url: str, pid: int, factory: EventFactory, opts: argparse.Name
         "paced": asdict(paced),
         "acked": len(closed_ids) + len(paced_ids),
         "cpu_ms_per_200": round(cpu * 1000 / len(closed_ids), 2) if closed_ids else None,
+        # PostgreSQL as a whole (all its processes) over the same closed loop, warm-up included like the server
+        "db_cpu_ms_per_200": round(db_cpu * 1000 / len(closed_ids), 2) if closed_ids else None,
     }
 
 
@@ -184,6 +198,7 @@ def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "paced_p99_ms": med("paced", "p99_ms"),
         "paced_errors": sum(r["paced"]["errors"] for r in rounds),
         "cpu_ms_per_200": median([r["cpu_ms_per_200"] or 0.0 for r in rounds]),
+        "db_cpu_ms_per_200": median([r["db_cpu_ms_per_200"] or 0.0 for r in rounds]),
         "acked": sum(r["acked"] for r in rounds),
     }
 
@@ -226,7 +241,10 @@ def bench_database(kind: str, opts: argparse.Namespace, workdir: Path) -> dict[s
                 result = measure_round(f"{base}/pos/bench/webhook", pid, factory, opts)
                 out["rounds"].setdefault(app, []).append(result)
                 closed, paced = Result(**result["closed"]), Result(**result["paced"])
-                print(f"  round {number} {app:<11} {closed.line()}  cpu/200={result['cpu_ms_per_200']} ms")
+                print(
+                    f"  round {number} {app:<11} {closed.line()}  cpu/200={result['cpu_ms_per_200']} ms"
+                    f"  postgres cpu/200={result['db_cpu_ms_per_200']} ms"
+                )
                 print(f"  round {number} {app:<11} {paced.line()}", flush=True)
         for app in targets:
             out[app] = summarize(out["rounds"][app])
@@ -242,18 +260,19 @@ def table(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
     """The summary table (Markdown): medians over the rounds."""
     head = (
         f"| database | app | accepted/s (32 conn) | p50 ms | p99 ms | errors | paced {opts.rate:g}/s p50 ms "
-        "| paced p99 ms | paced errors | server CPU ms per 200 | 200s stored |"
+        "| paced p99 ms | paced errors | server CPU ms per 200 | PostgreSQL CPU ms per 200 | 200s stored |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for res in results:
         for app in ("orderstream", "baseline", "floor"):
             if app not in res:
                 continue
             f = res[app]
+            db_cpu = f"{f['db_cpu_ms_per_200']:.2f}" if res["database"] == "postgres" else "(in the server)"
             lines.append(
                 f"| {res['database']} | {app} | {f['accepted_per_s']:.0f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} "
                 f"| {f['errors']} | {f['paced_p50_ms']:.1f} | {f['paced_p99_ms']:.1f} | {f['paced_errors']} "
-                f"| {f['cpu_ms_per_200']:.2f} | {f['stored']}/{f['acked_checked']} |"
+                f"| {f['cpu_ms_per_200']:.2f} | {db_cpu} | {f['stored']}/{f['acked_checked']} |"
             )
         for app in ("orderstream", "baseline"):
             if app not in res or "floor" not in res:
@@ -265,7 +284,7 @@ def table(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
             res[f"{key}_per_round"] = ratios
             lines.append(
                 f"| {res['database']} | **ratio {app} / floor** | **{res[key]:.2f}** "
-                f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}) | | | | | | | | |"
+                f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}) | | | | | | | | | |"
             )
     return "\n".join(lines)
 

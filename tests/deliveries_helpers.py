@@ -24,6 +24,7 @@ from orderstream.deliveries import service
 from orderstream.deliveries.models import delivery_attempts
 from orderstream.deliveries.providers.doordash import simulator as dd_sim
 from orderstream.deliveries.providers.uber import simulator as uber_sim
+from orderstream.notifications import tracking
 from orderstream.orders.events import OrderCreated
 from orderstream.orders.handlers import publish
 from orderstream.orders.models import order_history, orders
@@ -68,6 +69,7 @@ class Stack:
         order_id = seed_order(self.db, partner, **overrides)
         with self.db.write() as conn:
             row = conn.execute(sa.select(orders).where(orders.c.id == order_id)).mappings().one()
+            tracking.start(conn, order_id=order_id, at=utcnow())  # intake writes it with the order
             publish(
                 conn,
                 OrderCreated(

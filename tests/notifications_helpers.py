@@ -22,6 +22,7 @@ from orderstream.config import Settings
 from orderstream.db import Database, utcnow
 from orderstream.jobs.models import jobs
 from orderstream.jobs.registry import JobRegistry
+from orderstream.notifications import tracking
 from orderstream.notifications.channels.twilio import simulator as twilio_sim
 from orderstream.notifications.jobs import register_jobs
 from orderstream.notifications.models import notifications
@@ -137,6 +138,7 @@ def order_created(db: Database, order_id: str) -> None:
     """Publish OrderCreated for a stored order, as intake does."""
     with db.write() as conn:
         row = conn.execute(sa.select(orders).where(orders.c.id == order_id)).mappings().one()
+        tracking.start(conn, order_id=order_id, at=utcnow())  # intake writes it with the order
         publish(
             conn,
             OrderCreated(

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from orderstream.db import Database, utcnow
 from orderstream.jobs import runtime
 from orderstream.jobs.models import jobs
-from orderstream.jobs.outbox import BATCH_KEY, ENQUEUED_FLAG, batch, enqueue
+from orderstream.jobs.outbox import BATCH_KEY, ENQUEUED_FLAG, batch, collect, enqueue, write
 from tests.jobs_helpers import job_row, unique_kind
 
 
@@ -279,3 +279,19 @@ def test_a_batch_that_raises_writes_nothing(db: Database) -> None:
         assert BATCH_KEY not in conn.info
         enqueue(conn, kind=kind, payload={"after": True})  # outside the batch: written at once
     assert _jobs_of(db, kind) == [(kind, None, {"after": True})]
+
+
+def test_collected_jobs_wait_for_the_caller_to_write_them(db: Database) -> None:
+    kind = unique_kind("collected")
+    with db.write() as conn:
+        with collect(conn) as pending:
+            assert enqueue(conn, kind=kind, key="k", payload={"n": 1}) is None
+            enqueue(conn, kind=kind, payload={"n": 2})
+            with pytest.raises(RuntimeError, match="collected"), collect(conn):
+                pass  # one collector per connection: a second would steal the first one's jobs
+        assert [values["payload"] for values in pending] == [{"n": 1}, {"n": 2}]
+        assert BATCH_KEY not in conn.info
+        assert conn.execute(sa.select(sa.func.count()).where(jobs.c.kind == kind)).scalar() == 0
+        write(conn, pending)
+        assert conn.info.get(ENQUEUED_FLAG) == {kind}
+    assert _jobs_of(db, kind) == [(kind, "k", {"n": 1}), (kind, None, {"n": 2})]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -48,24 +47,65 @@ _PG_INSERT_NOTIFY = _pg_insert_notify(keyed=False)
 _PG_INSERT_NOTIFY_KEYED = _pg_insert_notify(keyed=True)
 
 
-# A batch's rows as one JSON parameter: one statement for any number of rows, compiled and prepared once
-# (a multi-row VALUES would be compiled again on every execution). Keyed for every row: a NULL key
-# never conflicts, so unkeyed rows always go in.
-_PG_INSERT_ROWS_NOTIFY = sa.text(
+def pg_insert_rows(*, only_with: Any = None) -> Any:
+    """INSERT of job rows given as one JSON array (parameter `jobs`), as a CTE `new_jobs` returning (id, kind).
+
+    One statement for any number of rows, compiled and prepared once (a multi-row VALUES would be compiled
+    again on every execution). Keyed for every row: a NULL key never conflicts, so unkeyed rows always go
+    in. With `only_with` (a CTE of the same statement), the rows go in only when it yields a row.
     """
-    WITH inserted_jobs AS (
-        INSERT INTO jobs (kind, key, payload, status, run_at, attempts, max_attempts, created_at, updated_at)
-        SELECT r.kind, r.key, r.payload, 'pending', r.run_at, 0, r.max_attempts, r.created_at, r.updated_at
-        FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-            kind varchar, key varchar, payload jsonb, run_at timestamptz, max_attempts integer,
-            created_at timestamptz, updated_at timestamptz
-        )
-        ON CONFLICT (kind, key) WHERE key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
-        RETURNING id, kind
+    row = (
+        sa.func.jsonb_to_recordset(sa.bindparam("jobs", type_=postgresql.JSONB))
+        .table_valued(*(sa.column(c, jobs.c[c].type) for c in _JSON_COLUMNS))
+        .render_derived(name="job", with_types=True)
     )
-    SELECT inserted_jobs.kind, pg_notify(:channel, inserted_jobs.kind) FROM inserted_jobs
+    values = [
+        row.c.kind,
+        row.c.key,
+        row.c.payload,
+        sa.literal_column("'pending'"),
+        row.c.run_at,
+        sa.literal_column("0"),
+        row.c.max_attempts,
+        row.c.created_at,
+        row.c.updated_at,
+    ]
+    source = sa.select(*values).select_from(row)
+    if only_with is not None:
+        source = source.select_from(only_with)
+    insert = (
+        postgresql.insert(jobs)
+        .from_select(list(_COLUMNS), source)
+        .on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
+    )
+    return insert.returning(jobs.c.id, jobs.c.kind).cte("new_jobs")
+
+
+def pg_notify_kinds(new_jobs: Any) -> Any:
+    """The kinds inserted by `new_jobs` as an array, each sent as a NOTIFY to the workers (parameter `channel`)."""
+    notified = sa.select(new_jobs.c.kind, sa.func.pg_notify(sa.bindparam("channel"), new_jobs.c.kind)).subquery()
+    return sa.select(sa.func.array_agg(notified.c.kind)).scalar_subquery()
+
+
+_JSON_COLUMNS = ("kind", "key", "payload", "run_at", "max_attempts", "created_at", "updated_at")
+_PG_INSERT_ROWS_NOTIFY = sa.select(pg_notify_kinds(pg_insert_rows()).label("kinds"))
+
+
+@contextmanager
+def collect(conn: Connection) -> Iterator[list[dict[str, Any]]]:
+    """Jobs enqueued inside the block are not written but gathered in the list it yields; the caller writes them.
+
+    With `write()`, or inside a statement of its own (`pg_insert_rows`, `json_rows`, `note_enqueued`).
+    Inside it, enqueue() returns None (the ids are not known yet): only for callers that need no id.
     """
-)
+    if BATCH_KEY in conn.info:
+        raise RuntimeError("jobs are being collected on this connection already")
+    pending: list[dict[str, Any]] = []
+    conn.info[BATCH_KEY] = pending
+    try:
+        yield pending
+    finally:
+        conn.info.pop(BATCH_KEY, None)
 
 
 @contextmanager
@@ -78,20 +118,30 @@ def batch(conn: Connection) -> Iterator[None]:
     if BATCH_KEY in conn.info:
         yield  # nested: the outer block writes them
         return
-    pending: list[dict[str, Any]] = []
-    conn.info[BATCH_KEY] = pending
-    try:
+    with collect(conn) as pending:
         yield
-    finally:
-        conn.info.pop(BATCH_KEY, None)
+    write(conn, pending)
+
+
+def write(conn: Connection, pending: list[dict[str, Any]]) -> None:
+    """Write collected jobs: on PostgreSQL in one statement with its NOTIFY, on SQLite one by one."""
     if conn.dialect.name != "postgresql":
         for values in pending:
             _insert(conn, values)
     elif pending:
-        rows = json.dumps([_json_row(values) for values in pending])
-        kinds = set(conn.execute(_PG_INSERT_ROWS_NOTIFY, {"rows": rows, "channel": NOTIFY_CHANNEL}).scalars())
-        if kinds:
-            conn.info.setdefault(ENQUEUED_FLAG, set()).update(kinds)
+        kinds = conn.execute(_PG_INSERT_ROWS_NOTIFY, {"jobs": json_rows(pending), "channel": NOTIFY_CHANNEL}).scalar()
+        note_enqueued(conn, kinds or ())
+
+
+def json_rows(pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Collected jobs as the (JSON) parameter of `pg_insert_rows`: times in ISO 8601."""
+    return [_json_row(values) for values in pending]
+
+
+def note_enqueued(conn: Connection, kinds: Iterable[str]) -> None:
+    """Remember the kinds enqueued in this transaction: at commit an in-process worker wakes for the kinds it runs."""
+    if kinds:
+        conn.info.setdefault(ENQUEUED_FLAG, set()).update(kinds)
 
 
 def _json_row(values: dict[str, Any]) -> dict[str, Any]:
@@ -150,6 +200,5 @@ def _insert(conn: Connection, values: dict[str, Any]) -> int | None:
         row = conn.execute(_SQLITE_INSERT_KEYED if key is not None and dialect == "sqlite" else _INSERT, values).first()
     if row is None:
         return None
-    # the kinds enqueued in this transaction: an in-process worker wakes only for kinds it runs
-    conn.info.setdefault(ENQUEUED_FLAG, set()).add(kind)
+    note_enqueued(conn, (kind,))
     return int(row[0])

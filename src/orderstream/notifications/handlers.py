@@ -47,8 +47,7 @@ def _plan(conn: Connection, event: Event) -> None:
 
 
 def on_order_created(conn: Connection, event: OrderCreated) -> None:
-    """Tracking link; confirmation (and a reminder for a future order)."""
-    tracking.start(conn, order_id=event.order_id, at=event.at)
+    """Confirmation (and a reminder for a future order); the order's store registered its tracking link."""
     _plan(conn, event)
 
 

@@ -36,6 +36,13 @@ def _start_statement(insert: Any) -> Any:
 _START = {"postgresql": _start_statement(postgresql.insert), "sqlite": _start_statement(sqlite.insert)}
 
 
+def pg_start_cte(new_order: Any, at: Any) -> Any:
+    """A CTE registering the token of the order a CTE `new_order` (id, tracking_token) just inserted, if any."""
+    columns = ["token", "order_id", "created_at", "version", "updated_at"]
+    source = sa.select(new_order.c.tracking_token, new_order.c.id, at, sa.literal_column("1"), at)
+    return postgresql.insert(tracking_tokens).from_select(columns, source).cte("new_tracking")
+
+
 def start(conn: Connection, *, order_id: str, at: datetime) -> None:
     """Register the order's tracking token (the same one the order API's tracking_url shows)."""
     if conn.execute(_START[conn.dialect.name], {"order_id": order_id, "at": at}).first() is not None:

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from orderstream.db import locked
 from orderstream.errors import ApiError
 from orderstream.ids import new_id, new_token
-from orderstream.jobs.outbox import batch
+from orderstream.jobs.outbox import collect
 from orderstream.orders import domain
 from orderstream.orders import service as orders_service
 from orderstream.orders.events import OrderCreated
@@ -243,26 +243,28 @@ def create_order(
     )
     event = _event_values(delivery, order_id=row["id"], answer=answer)
     order_values = {k: v for k, v in row.items() if k not in ("partner_id", "created_at", "updated_at")}
-    stored = store.store_order(conn, event=event, order=order_values, lines=draft.line_items, history=history)
+    created = OrderCreated(
+        order_id=row["id"],
+        partner_id=partner_id,
+        location_id=location["id"],
+        fulfillment_type=order.fulfillment_type.value,
+        status=draft.status.value,
+        is_future_order=draft.is_future,
+        requested_for=order.requested_for,
+        at=now,
+    )
+    # the handlers of OrderCreated only enqueue: their jobs go into the order's own statement, written
+    # only if the order is new (PostgreSQL: the whole intake in one round trip)
+    with collect(conn) as jobs:
+        publish(conn, created)
+    stored = store.store_order(
+        conn, event=event, order=order_values, lines=draft.line_items, history=history, jobs=jobs
+    )
     if stored.event_id is None:
         return _stored_answer(conn, delivery)
     if not stored.order_is_new:
         return _resent_order(
             conn, location, order, content_hash=content_hash, event_id=stored.event_id, base_url=base_url
-        )
-    with batch(conn):  # the new order's jobs in one statement (PostgreSQL: one round trip for all)
-        publish(
-            conn,
-            OrderCreated(
-                order_id=row["id"],
-                partner_id=partner_id,
-                location_id=location["id"],
-                fulfillment_type=order.fulfillment_type.value,
-                status=draft.status.value,
-                is_future_order=draft.is_future,
-                requested_for=order.requested_for,
-                at=now,
-            ),
         )
     return answer
 

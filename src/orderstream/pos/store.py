@@ -1,15 +1,16 @@
-"""Writing a new order's raw event, order row, line items and first history entry: one statement on PostgreSQL.
+"""Writing a new order: raw event, order row, line items, first history entry, tracking token and jobs.
 
-On PostgreSQL the four inserts are data-modifying CTEs of one statement (one round trip instead of
-four; the line items travel as one JSON array); the order goes in only when the event did, its lines
-and history entry only when the order did. SQLite runs the same inserts one after the other (it has
-no round trips to save).
+On PostgreSQL the inserts are data-modifying CTEs of one statement (one round trip instead of six;
+the line items and the jobs travel as JSON arrays), with the NOTIFY that wakes the workers; the order
+goes in only when the event did, everything else only when the order did. SQLite runs the same
+inserts one after the other (it has no round trips to save).
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +18,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from orderstream.db import insert_ignoring
+from orderstream.jobs import outbox
+from orderstream.notifications import tracking
 from orderstream.orders import service as orders_service
 from orderstream.orders.models import order_history, order_line_items, orders
 from orderstream.pos.models import inbound_events
@@ -27,11 +30,6 @@ LINE_COLUMNS = tuple(c.name for c in order_line_items.c if c.name not in ("id", 
 # the order's columns that come from its event: (order column, event column)
 FROM_EVENT = (("partner_id", "partner_id"), ("created_at", "received_at"), ("updated_at", "received_at"))
 
-# psycopg parses a statement once and caches it only up to 4096 characters and 50 parameters (beyond that
-# it parses it again on every execution, ~80 us for this one): short parameter names, casts only where needed
-PSYCOPG_CACHE_LIMITS = (4096, 50)
-_PSYCOPG = postgresql.psycopg.dialect()
-
 
 @dataclass(frozen=True)
 class Stored:
@@ -41,32 +39,41 @@ class Stored:
     order_is_new: bool
 
 
-def _param(table: sa.Table, column: str, prefix: str) -> Any:
-    # in INSERT ... SELECT a parameter (a NULL above all) has no type of its own: the psycopg dialect renders
-    # most with a cast (`%(x)s::TYPE`); the others (booleans) get an explicit one
-    col_type = table.c[column].type
-    bind = sa.bindparam(f"{prefix}_{column}", type_=col_type)
-    return bind if "::" in str(bind.compile(dialect=_PSYCOPG)) else sa.cast(bind, col_type)
+def _record(param: str, table: sa.Table, columns: tuple[str, ...], name: str) -> Any:
+    """A row given as one JSON object (parameter `param`), typed as the table's columns: `jsonb_to_record`."""
+    return (
+        sa.func.jsonb_to_record(sa.bindparam(param, type_=postgresql.JSONB))
+        .table_valued(*(sa.column(c, table.c[c].type) for c in columns))
+        .render_derived(name=name, with_types=True)
+    )
 
 
 @functools.cache
 def pg_statement(event_cols: tuple[str, ...], order_cols: tuple[str, ...], history_cols: tuple[str, ...]) -> Any:
-    """The one statement for these columns (built once per column set)."""
+    """The one statement for these columns (built once per column set).
+
+    Each row travels as one JSON parameter: six parameters instead of some fifty, which the driver and
+    SQLAlchemy would otherwise adapt one by one on every execution.
+    """
+    event_row = _record("event", inbound_events, event_cols, "ev")
     event = (
         postgresql.insert(inbound_events)
-        .values({c: _param(inbound_events, c, "e") for c in event_cols})
+        .from_select(list(event_cols), sa.select(*(event_row.c[c] for c in event_cols)))
         .on_conflict_do_nothing(index_elements=list(WEBHOOK_KEY))
         .returning(*(inbound_events.c[c] for c in dict.fromkeys(["id", *(e for _, e in FROM_EVENT)])))
         .cte("new_event")
     )
+    order_row = _record("order", orders, order_cols, "ord")
     order = (
         postgresql.insert(orders)
         .from_select(
             [*order_cols, *(o for o, _ in FROM_EVENT), "inbound_event_id"],
-            sa.select(*(_param(orders, c, "o") for c in order_cols), *(event.c[e] for _, e in FROM_EVENT), event.c.id),
+            sa.select(*(order_row.c[c] for c in order_cols), *(event.c[e] for _, e in FROM_EVENT), event.c.id)
+            .select_from(event)
+            .join(order_row, sa.true()),
         )
         .on_conflict_do_nothing(index_elements=list(ORDER_KEY))
-        .returning(orders.c.id)
+        .returning(orders.c.id, orders.c.tracking_token)
         .cte("new_order")
     )
     line = (
@@ -82,20 +89,26 @@ def pg_statement(event_cols: tuple[str, ...], order_cols: tuple[str, ...], histo
         )
         .cte("new_lines")
     )
+    history_row = _record("history", order_history, history_cols, "hist")
     history = (
         postgresql.insert(order_history)
         .from_select(
             [*history_cols, "order_id", "inbound_event_id"],
-            sa.select(*(_param(order_history, c, "h") for c in history_cols), order.c.id, event.c.id)
+            sa.select(*(history_row.c[c] for c in history_cols), order.c.id, event.c.id)
             .select_from(order)
-            .join(event, sa.true()),
+            .join(event, sa.true())
+            .join(history_row, sa.true()),
         )
         .cte("new_history")
     )
+    token = tracking.pg_start_cte(order, event.c.received_at)
+    jobs = outbox.pg_insert_rows(only_with=order)
     return (
-        sa.select(event.c.id.label("event_id"), order.c.id.label("order_id"))
+        sa.select(
+            event.c.id.label("event_id"), order.c.id.label("order_id"), outbox.pg_notify_kinds(jobs).label("job_kinds")
+        )
         .select_from(event.outerjoin(order, sa.true()))
-        .add_cte(lines, history)
+        .add_cte(lines, history, token)
     )
 
 
@@ -117,8 +130,15 @@ def insert_event(conn: Connection, event: dict[str, Any]) -> int | None:
     return conn.execute(stmt, event).scalar()
 
 
-def _params(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
-    return {f"{prefix}_{k}": v for k, v in values.items()}
+def _json_row(values: dict[str, Any]) -> dict[str, Any]:
+    """A row's values for `jsonb_to_record`: times in ISO 8601 (with their offset: the UTC columns take no other)."""
+    row = dict(values)
+    for column, value in values.items():
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError(f"naive datetime given to {column}")  # as the UTC columns refuse one
+            row[column] = value.isoformat()
+    return row
 
 
 def store_order(
@@ -128,19 +148,29 @@ def store_order(
     order: dict[str, Any],
     lines: list[dict[str, Any]],
     history: dict[str, Any],
+    jobs: list[dict[str, Any]],
 ) -> Stored:
-    """Insert the raw event, then (if it went in) the order, then (if the order is new) its lines and history entry.
+    """Insert the raw event, then (if it went in) the order, then (if the order is new) the rest.
 
+    The rest: its lines, history entry, tracking token and `jobs` (collected by `outbox.collect`).
     `order` leaves out what it takes from the event (`FROM_EVENT`: partner, created and updated at its
     received_at) and `inbound_event_id`; `lines` (`LINE_COLUMNS`, JSON values) and `history` leave out
     `order_id`, `history` also `inbound_event_id`.
     """
     if conn.dialect.name == "postgresql":
         stmt = pg_statement(tuple(event), tuple(order), tuple(history))
-        params = {**_params("e", event), **_params("o", order), **_params("h", history), "lines": lines}
+        params = {
+            "event": _json_row(event),
+            "order": _json_row(order),
+            "history": _json_row(history),
+            "lines": lines,
+            "jobs": outbox.json_rows(jobs),
+            "channel": outbox.NOTIFY_CHANNEL,
+        }
         row = conn.execute(stmt, params).first()
         if row is None:
             return Stored(None, False)
+        outbox.note_enqueued(conn, row.job_kinds or ())
         return Stored(int(row.event_id), row.order_id is not None)
     event_id = insert_event(conn, event)
     if event_id is None:
@@ -152,4 +182,6 @@ def store_order(
     if lines:
         conn.execute(_INSERT_LINES, [{**line, "order_id": order["id"]} for line in lines])
     orders_service.insert_history(conn, history, order_id=order["id"], inbound_event_id=event_id)
+    tracking.start(conn, order_id=order["id"], at=event["received_at"])
+    outbox.write(conn, jobs)
     return Stored(int(event_id), True)
