@@ -241,10 +241,8 @@ def bench_database(kind: str, opts: argparse.Namespace, workdir: Path) -> dict[s
                 result = measure_round(f"{base}/pos/bench/webhook", pid, factory, opts)
                 out["rounds"].setdefault(app, []).append(result)
                 closed, paced = Result(**result["closed"]), Result(**result["paced"])
-                print(
-                    f"  round {number} {app:<11} {closed.line()}  cpu/200={result['cpu_ms_per_200']} ms"
-                    f"  postgres cpu/200={result['db_cpu_ms_per_200']} ms"
-                )
+                db_cpu = f"  postgres cpu/200={result['db_cpu_ms_per_200']} ms" if kind == "postgres" else ""
+                print(f"  round {number} {app:<11} {closed.line()}  cpu/200={result['cpu_ms_per_200']} ms{db_cpu}")
                 print(f"  round {number} {app:<11} {paced.line()}", flush=True)
         for app in targets:
             out[app] = summarize(out["rounds"][app])

@@ -57,7 +57,8 @@ def create_app(
     app.state.settings = settings
     app.state.db = database
     install_error_handlers(app)
-    app.include_router(pos_views.router)  # first: the busiest route is matched before any other
+    pos_views.add_plain_route(app)  # first: the busiest route is matched before any other
+    app.include_router(pos_views.router)
     app.include_router(orders_views.router)
     app.include_router(webhooks_out_views.router)
     app.include_router(webhooks_out_views.admin_router)

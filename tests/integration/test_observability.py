@@ -105,6 +105,20 @@ def test_http_requests_are_counted_by_route_template_and_status(client: TestClie
     assert "orderstream_http_request_duration_seconds_bucket" in text
 
 
+def test_the_pos_webhook_is_counted_by_its_template_and_documented(client: TestClient, db: Database) -> None:
+    partner = make_partner(db)
+    labels = {"method": "POST", "route": "/pos/{partner_slug}/webhook", "status": "200"}
+    before = REGISTRY.get_sample_value("orderstream_http_requests_total", labels) or 0.0
+
+    assert post_event(client, partner.slug, partner.secret, legacy_order("counted-1")).status_code == 200
+
+    assert (REGISTRY.get_sample_value("orderstream_http_requests_total", labels) or 0.0) - before == 1
+    # served by a plain route ahead of FastAPI's, whose documentation stays
+    operation = client.get("/openapi.json").json()["paths"]["/pos/{partner_slug}/webhook"]["post"]
+    assert operation["parameters"][0]["name"] == "partner_slug"
+    assert "422" in operation["responses"]
+
+
 def test_metrics_expose_job_queue_depth_and_oldest_due_age(client: TestClient, db: Database) -> None:
     kind, idle = unique_kind("depth"), unique_kind("idle")
     now = utcnow()

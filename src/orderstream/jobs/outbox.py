@@ -72,7 +72,7 @@ def pg_insert_rows(*, only_with: Any = None) -> Any:
     ]
     source = sa.select(*values).select_from(row)
     if only_with is not None:
-        source = source.select_from(only_with)
+        source = source.join(only_with, sa.true())
     insert = (
         postgresql.insert(jobs)
         .from_select(list(_COLUMNS), source)
