@@ -254,7 +254,7 @@ def create_order(
         at=now,
     )
     # the handlers of OrderCreated only enqueue: their jobs go into the order's own statement, written
-    # only if the order is new (PostgreSQL: the whole intake in one round trip)
+    # only if the order is new (PostgreSQL: one statement for every row of a new order)
     with collect(conn) as jobs:
         publish(conn, created)
     stored = store.store_order(
