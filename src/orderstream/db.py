@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +51,30 @@ class LockedSelect:
     def on(self, conn: Connection) -> sa.Select[Any]:
         """The variant for this connection's database."""
         return self._locking if conn.dialect.name == "postgresql" else self._plain
+
+
+def pg_json_rows(param: str, table: sa.Table, columns: Sequence[str], name: str, *, many: bool) -> Any:
+    """Rows given as one JSON parameter, typed as the table's columns: `jsonb_to_recordset` (many) or `_record`.
+
+    One parameter instead of one per value: SQLAlchemy and psycopg adapt it once, not value by value.
+    """
+    func = sa.func.jsonb_to_recordset if many else sa.func.jsonb_to_record
+    return (
+        func(sa.bindparam(param, type_=postgresql.JSONB))
+        .table_valued(*(sa.column(c, table.c[c].type) for c in columns))
+        .render_derived(name=name, with_types=True)
+    )
+
+
+def json_ready(values: dict[str, Any]) -> dict[str, Any]:
+    """A row's values for `pg_json_rows`: times in ISO 8601 with their offset (the UTC columns take no other)."""
+    row = dict(values)
+    for column, value in values.items():
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError(f"naive datetime given to {column}")  # as the UTC columns refuse one
+            row[column] = value.isoformat()
+    return row
 
 
 def utcnow() -> datetime:

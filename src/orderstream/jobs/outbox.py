@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from orderstream.db import utcnow
+from orderstream.db import json_ready, pg_json_rows, utcnow
 from orderstream.jobs.models import jobs
 from orderstream.logs import REQUEST_ID
 
@@ -54,11 +54,7 @@ def pg_insert_rows(*, only_with: Any = None) -> Any:
     again on every execution). Keyed for every row: a NULL key never conflicts, so unkeyed rows always go
     in. With `only_with` (a CTE of the same statement), the rows go in only when it yields a row.
     """
-    row = (
-        sa.func.jsonb_to_recordset(sa.bindparam("jobs", type_=postgresql.JSONB))
-        .table_valued(*(sa.column(c, jobs.c[c].type) for c in _JSON_COLUMNS))
-        .render_derived(name="job", with_types=True)
-    )
+    row = pg_json_rows("jobs", jobs, _JSON_COLUMNS, "job", many=True)
     values = [
         row.c.kind,
         row.c.key,
@@ -135,20 +131,13 @@ def write(conn: Connection, pending: list[dict[str, Any]]) -> None:
 
 def json_rows(pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Collected jobs as the (JSON) parameter of `pg_insert_rows`: times in ISO 8601."""
-    return [_json_row(values) for values in pending]
+    return [json_ready(values) for values in pending]
 
 
 def note_enqueued(conn: Connection, kinds: Iterable[str]) -> None:
     """Remember the kinds enqueued in this transaction: at commit an in-process worker wakes for the kinds it runs."""
     if kinds:
         conn.info.setdefault(ENQUEUED_FLAG, set()).update(kinds)
-
-
-def _json_row(values: dict[str, Any]) -> dict[str, Any]:
-    times = {column: values[column] for column in ("run_at", "created_at", "updated_at")}
-    if any(moment.tzinfo is None for moment in times.values()):
-        raise ValueError("naive datetime given to a job")  # as the UTC columns refuse one
-    return {**values, **{column: moment.isoformat() for column, moment in times.items()}}
 
 
 def enqueue(

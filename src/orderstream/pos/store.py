@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
-from orderstream.db import insert_ignoring
+from orderstream.db import insert_ignoring, json_ready, pg_json_rows
 from orderstream.jobs import outbox
 from orderstream.notifications import tracking
 from orderstream.orders import service as orders_service
@@ -39,15 +38,6 @@ class Stored:
     order_is_new: bool
 
 
-def _record(param: str, table: sa.Table, columns: tuple[str, ...], name: str) -> Any:
-    """A row given as one JSON object (parameter `param`), typed as the table's columns: `jsonb_to_record`."""
-    return (
-        sa.func.jsonb_to_record(sa.bindparam(param, type_=postgresql.JSONB))
-        .table_valued(*(sa.column(c, table.c[c].type) for c in columns))
-        .render_derived(name=name, with_types=True)
-    )
-
-
 @functools.cache
 def pg_statement(event_cols: tuple[str, ...], order_cols: tuple[str, ...], history_cols: tuple[str, ...]) -> Any:
     """The one statement for these columns (built once per column set).
@@ -55,7 +45,7 @@ def pg_statement(event_cols: tuple[str, ...], order_cols: tuple[str, ...], histo
     Each row travels as one JSON parameter: six parameters instead of some fifty, which the driver and
     SQLAlchemy would otherwise adapt one by one on every execution.
     """
-    event_row = _record("event", inbound_events, event_cols, "ev")
+    event_row = pg_json_rows("event", inbound_events, event_cols, "ev", many=False)
     event = (
         postgresql.insert(inbound_events)
         .from_select(list(event_cols), sa.select(*(event_row.c[c] for c in event_cols)))
@@ -63,7 +53,7 @@ def pg_statement(event_cols: tuple[str, ...], order_cols: tuple[str, ...], histo
         .returning(*(inbound_events.c[c] for c in dict.fromkeys(["id", *(e for _, e in FROM_EVENT)])))
         .cte("new_event")
     )
-    order_row = _record("order", orders, order_cols, "ord")
+    order_row = pg_json_rows("order", orders, order_cols, "ord", many=False)
     order = (
         postgresql.insert(orders)
         .from_select(
@@ -76,11 +66,7 @@ def pg_statement(event_cols: tuple[str, ...], order_cols: tuple[str, ...], histo
         .returning(orders.c.id, orders.c.tracking_token)
         .cte("new_order")
     )
-    line = (
-        sa.func.jsonb_to_recordset(sa.bindparam("lines", type_=postgresql.JSONB))
-        .table_valued(*(sa.column(c, order_line_items.c[c].type) for c in LINE_COLUMNS))
-        .render_derived(name="line", with_types=True)
-    )
+    line = pg_json_rows("lines", order_line_items, LINE_COLUMNS, "line", many=True)
     lines = (
         postgresql.insert(order_line_items)
         .from_select(
@@ -89,7 +75,7 @@ def pg_statement(event_cols: tuple[str, ...], order_cols: tuple[str, ...], histo
         )
         .cte("new_lines")
     )
-    history_row = _record("history", order_history, history_cols, "hist")
+    history_row = pg_json_rows("history", order_history, history_cols, "hist", many=False)
     history = (
         postgresql.insert(order_history)
         .from_select(
@@ -130,17 +116,6 @@ def insert_event(conn: Connection, event: dict[str, Any]) -> int | None:
     return conn.execute(stmt, event).scalar()
 
 
-def _json_row(values: dict[str, Any]) -> dict[str, Any]:
-    """A row's values for `jsonb_to_record`: times in ISO 8601 (with their offset: the UTC columns take no other)."""
-    row = dict(values)
-    for column, value in values.items():
-        if isinstance(value, datetime):
-            if value.tzinfo is None:
-                raise ValueError(f"naive datetime given to {column}")  # as the UTC columns refuse one
-            row[column] = value.isoformat()
-    return row
-
-
 def store_order(
     conn: Connection,
     *,
@@ -160,9 +135,9 @@ def store_order(
     if conn.dialect.name == "postgresql":
         stmt = pg_statement(tuple(event), tuple(order), tuple(history))
         params = {
-            "event": _json_row(event),
-            "order": _json_row(order),
-            "history": _json_row(history),
+            "event": json_ready(event),
+            "order": json_ready(order),
+            "history": json_ready(history),
             "lines": lines,
             "jobs": outbox.json_rows(jobs),
             "channel": outbox.NOTIFY_CHANNEL,
