@@ -21,15 +21,17 @@ DELIVERY_STEPS = ("Order received", "Preparing", "On the way", "Delivered")
 PICKUP_STEPS = ("Order received", "Preparing", "Ready for pickup", "Picked up")
 
 
+_START_COLUMNS = ["token", "order_id", "created_at", "version", "updated_at"]  # a new row, from its order
+
+
 def _start_statement(insert: Any) -> Any:
     # one round-trip, compiled once: copy the order's token unless the order has its row already
     at = sa.bindparam("at", type_=tracking_tokens.c.created_at.type)
     source = sa.select(orders.c.tracking_token, orders.c.id, at, sa.literal(1), at).where(
         orders.c.id == sa.bindparam("order_id")
     )
-    columns = ["token", "order_id", "created_at", "version", "updated_at"]
     # RETURNING, not rowcount: psycopg reports -1 for this INSERT ... SELECT, so a miss went unseen on PostgreSQL
-    stmt = insert(tracking_tokens).from_select(columns, source).on_conflict_do_nothing()
+    stmt = insert(tracking_tokens).from_select(_START_COLUMNS, source).on_conflict_do_nothing()
     return stmt.returning(tracking_tokens.c.order_id)
 
 
@@ -38,9 +40,8 @@ _START = {"postgresql": _start_statement(postgresql.insert), "sqlite": _start_st
 
 def pg_start_cte(new_order: Any, at: Any) -> Any:
     """A CTE registering the token of the order a CTE `new_order` (id, tracking_token) just inserted, if any."""
-    columns = ["token", "order_id", "created_at", "version", "updated_at"]
     source = sa.select(new_order.c.tracking_token, new_order.c.id, at, sa.literal_column("1"), at)
-    return postgresql.insert(tracking_tokens).from_select(columns, source).cte("new_tracking")
+    return postgresql.insert(tracking_tokens).from_select(_START_COLUMNS, source).cte("new_tracking")
 
 
 def start(conn: Connection, *, order_id: str, at: datetime) -> None:
