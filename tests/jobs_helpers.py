@@ -68,3 +68,12 @@ def running_worker(db: Database, settings: Settings, registry: JobRegistry, **kw
         yield worker
     finally:
         assert worker.stop(timeout=15.0), "worker did not finish its jobs"
+
+
+def listener_pids(db: Database) -> set[int]:
+    """PostgreSQL server processes of the database's LISTEN connections (the workers' listeners)."""
+    with db.read() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+        ).all()
+    return {int(row[0]) for row in rows}

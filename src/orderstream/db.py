@@ -197,6 +197,24 @@ class Database:
         # SQLite has one writer; queueing threads here is fairer and faster than its busy handler
         self._write_lock = threading.Lock()
         self._commit_listeners: list[Callable[[Connection], None]] = []
+        # same pool; the isolation level is set on checkout and reset on checkin (client side in psycopg)
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # PostgreSQL: the server processes of this pool's connections (a NOTIFY names the one that sent it)
+        self.backend_pids: set[int] = set()
+        if not self.is_sqlite:
+            self._track_backend_pids()
+
+    def _track_backend_pids(self) -> None:
+        @sa.event.listens_for(self.engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            self.backend_pids.add(dbapi_connection.info.backend_pid)
+
+        @sa.event.listens_for(self.engine, "close")
+        def _on_close(dbapi_connection: Any, _record: Any) -> None:
+            try:
+                self.backend_pids.discard(dbapi_connection.info.backend_pid)
+            except Exception:  # noqa: BLE001 - a broken connection may not tell: the idle poll covers a pid left
+                pass
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Database:
@@ -205,9 +223,31 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read transaction (a consistent snapshot)."""
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+        """Reads: one transaction on SQLite (a snapshot); on PostgreSQL each statement on its own (autocommit).
+
+        PostgreSQL's READ COMMITTED gives each statement of a transaction its own snapshot anyway, so
+        a read transaction there would only add a BEGIN and a COMMIT round trip.
+        """
+        if self.is_sqlite:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        else:
+            with self._autocommit.connect() as conn:
+                yield conn
+
+    @contextmanager
+    def atomic_statements(self) -> Iterator[Connection]:
+        """Writes that are each complete on their own (a claim, a job outcome): autocommit on PostgreSQL.
+
+        On SQLite a write() transaction (its single writer is what serialises claims there).
+        """
+        if self.is_sqlite:
+            with self.write() as conn:
+                yield conn
+        else:
+            with self._autocommit.connect() as conn:
+                yield conn
+                self._after_commit(conn)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

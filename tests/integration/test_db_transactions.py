@@ -35,3 +35,38 @@ def test_locked_select_locks_on_postgresql_only(db: Database) -> None:
         assert ("FOR UPDATE" in sql) == (conn.dialect.name == "postgresql")
         assert prebuilt.on(conn) is prebuilt.on(conn)  # built once, not per call
         assert conn.execute(prebuilt.on(conn), {"b_id": "no-such-order"}).first() is None
+
+
+def _in_transaction(conn: sa.Connection) -> bool:
+    """Whether the database itself has a transaction open on this connection (not SQLAlchemy's view of it)."""
+    raw = conn.connection.dbapi_connection
+    if conn.dialect.name == "sqlite":
+        return bool(raw.in_transaction)  # type: ignore[union-attr]
+    from psycopg.pq import TransactionStatus
+
+    return raw.info.transaction_status != TransactionStatus.IDLE  # type: ignore[union-attr]
+
+
+def test_reads_open_no_transaction_on_postgresql(db: Database) -> None:
+    """READ COMMITTED gives each statement its own snapshot: a read there sends no BEGIN and no COMMIT."""
+    with db.read() as conn:
+        conn.execute(sa.select(sa.func.count()).select_from(orders)).scalar_one()
+        assert _in_transaction(conn) is (db.engine.dialect.name == "sqlite")  # SQLite: one snapshot
+    with db.write() as conn:
+        conn.execute(sa.select(sa.func.count()).select_from(orders)).scalar_one()
+        assert _in_transaction(conn)
+    with db.read() as conn:  # the pooled connection came back to transactions after the read
+        pass
+    with db.write() as conn:
+        conn.execute(sa.select(1)).scalar_one()
+        assert _in_transaction(conn)
+
+
+def test_atomic_statements_commit_each_statement_on_postgresql(db: Database) -> None:
+    """A claim or a job outcome is one statement: on PostgreSQL it commits by itself; on SQLite it is a write()."""
+    committed: list[bool] = []
+    db.on_commit(lambda conn: committed.append(True))
+    with db.atomic_statements() as conn:
+        conn.execute(sa.select(1)).scalar_one()
+        assert _in_transaction(conn) is (db.engine.dialect.name == "sqlite")
+    assert committed == [True]  # after-commit listeners run either way

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from orderstream.deliveries.policy import Strategy
+from orderstream.deliveries import service
+from orderstream.deliveries.policy import Policy, Strategy
 from orderstream.jobs.models import jobs
 from orderstream.notifications.handlers import PLAN_KIND
 from tests.deliveries_helpers import dispatch_stack
@@ -99,3 +100,34 @@ def test_the_booking_queues_no_plan_job(db_url: str, monkeypatch: pytest.MonkeyP
             payloads = conn.execute(sa.select(jobs.c.payload).where(jobs.c.kind == PLAN_KIND)).scalars().all()
     # the order's confirmation only: the booking's delivery status (no courier yet) tells the customer nothing
     assert [p["event"] for p in payloads if p["order_id"] == order_id] == ["OrderCreated"]
+
+
+def test_dispatch_facts_read_the_order_location_policy_and_attempts_at_once(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with dispatch_stack(db_url, monkeypatch, step_seconds=30.0) as stack:
+        partner = make_partner(stack.db)
+        order_id = stack.create_order(partner)
+        [attempt] = stack.wait_attempts(order_id, lambda a: a[0]["state"] == "booked")
+        with stack.db.read() as conn:
+            facts = service.dispatch_facts(conn, order_id, settings=stack.settings)
+            order = service.get_order(conn, order_id)
+            assert order is not None
+            location = service.get_location(conn, int(order["location_id"]))
+            assert service.dispatch_facts(conn, "ord_missing", settings=stack.settings) is None
+        assert facts is not None
+        assert dict(facts.order) == dict(order)
+        assert dict(facts.location) == dict(location)
+        assert facts.policy == service.default_policy(stack.settings)  # the location has none of its own
+        assert (facts.next_number, facts.active_attempt_id) == (2, attempt["id"])
+        with stack.db.write() as conn:
+            policy = Policy(allowed_providers=("uber",), strategy=Strategy.FASTEST, max_fee=900)
+            service.set_policy(conn, location_id=int(order["location_id"]), policy=policy)
+        with stack.db.read() as conn:
+            facts = service.dispatch_facts(conn, order_id, settings=stack.settings)
+        assert facts is not None
+        assert (facts.policy.allowed_providers, facts.policy.strategy, facts.policy.max_fee) == (
+            ("uber",),
+            Strategy.FASTEST,
+            900,
+        )

@@ -19,7 +19,15 @@ from orderstream.jobs.models import jobs
 from orderstream.jobs.outbox import enqueue
 from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, PermanentError, RetryableError, RetryPolicy
 from orderstream.jobs.worker import Worker
-from tests.jobs_helpers import job_row, job_status, running_worker, unique_kind, wait_for, worker_settings
+from tests.jobs_helpers import (
+    job_row,
+    job_status,
+    listener_pids,
+    running_worker,
+    unique_kind,
+    wait_for,
+    worker_settings,
+)
 
 
 class Recorder:
@@ -278,14 +286,6 @@ def test_app_without_embedded_worker_starts_none(db: Database, db_url: str) -> N
         assert "http" in app.state.services
 
 
-def _listener_pids(db: Database) -> set[int]:
-    with db.read() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
-        ).all()
-    return {int(row[0]) for row in rows}
-
-
 @pytest.mark.postgres
 def test_listener_reconnects_after_its_connection_dies(pg_url: str) -> None:
     """Jobs enqueued through another engine (no in-process signal) still wake the worker after a reconnect."""
@@ -295,10 +295,10 @@ def test_listener_reconnects_after_its_connection_dies(pg_url: str) -> None:
     registry.register(JobKind(kind, seen.record))
     try:
         with running_worker(worker_db, worker_settings(pg_url, worker_idle_poll_seconds=30.0), registry):
-            old = wait_for(lambda: _listener_pids(other_db))
+            old = wait_for(lambda: listener_pids(other_db))
             with other_db.write() as conn:
                 conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM unnest(ARRAY{sorted(old)}) AS pid")
-            wait_for(lambda: _listener_pids(other_db) - old, timeout=15)
+            wait_for(lambda: listener_pids(other_db) - old, timeout=15)
             time.sleep(0.3)  # the reconnect's own catch-up wake has passed
             job_id = _enqueue(other_db, kind)
             committed = time.time()

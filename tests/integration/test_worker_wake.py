@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
 
 from orderstream.db import Database
 from orderstream.jobs.outbox import enqueue
 from orderstream.jobs.registry import JobContext, JobKind, JobRegistry
-from tests.jobs_helpers import job_status, running_worker, unique_kind, wait_for, worker_settings
+from tests.jobs_helpers import job_status, listener_pids, running_worker, unique_kind, wait_for, worker_settings
 
 
 def test_commit_of_a_foreign_kind_does_not_wake_the_worker(db: Database, db_url: str) -> None:
@@ -31,3 +35,47 @@ def test_commit_of_a_foreign_kind_does_not_wake_the_worker(db: Database, db_url:
     assert job_status(db, mine_id) == "done"
     assert foreign_id is not None
     assert job_status(db, foreign_id) == "pending"
+
+
+def _counting_claims(worker: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many jobs each claim of the worker took (its _claim spied, still run)."""
+    claims: list[int] = []
+    real = worker._claim
+
+    def spy(limit: int) -> Any:
+        claimed, due = real(limit)
+        claims.append(len(claimed))
+        return claimed, due
+
+    monkeypatch.setattr(worker, "_claim", spy)
+    return claims
+
+
+@pytest.mark.postgres
+def test_a_commit_of_its_own_process_costs_one_claim_not_two(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NOTIFY of a commit made through the worker's own pool is not a second wake; another pool's is."""
+    worker_db, other_db = Database.from_url(pg_url, pool_size=5), Database.from_url(pg_url, pool_size=2)
+    kind = unique_kind("once")
+    registry = JobRegistry()
+    registry.register(JobKind(kind, lambda ctx: None))
+    later = datetime.now(UTC) + timedelta(hours=1)  # never due here: every claim after a commit finds nothing
+    try:
+        with running_worker(worker_db, worker_settings(pg_url, worker_idle_poll_seconds=30.0), registry) as worker:
+            wait_for(lambda: listener_pids(other_db))
+            time.sleep(0.3)  # the start's own claims have passed
+            claims = _counting_claims(worker, monkeypatch)
+            with worker_db.write() as conn:
+                enqueue(conn, kind=kind, payload={}, run_at=later)
+                own_pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            assert own_pid in worker_db.backend_pids
+            time.sleep(0.5)  # the NOTIFY has arrived by now
+            assert claims == [0]
+            with other_db.write() as conn:
+                enqueue(conn, kind=kind, payload={}, run_at=later)
+            wait_for(lambda: len(claims) == 2, timeout=5)
+            time.sleep(0.3)
+            assert claims == [0, 0]
+    finally:
+        worker_db.dispose()
+        other_db.dispose()
+    assert worker_db.backend_pids == set()  # every connection closed, every pid forgotten

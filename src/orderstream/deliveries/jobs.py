@@ -9,6 +9,7 @@ job's next run books again with the same id, so the provider returns the one del
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from concurrent.futures import wait
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -57,8 +58,8 @@ def _last_try(ctx: JobContext) -> bool:
 class _Round:
     """One dispatch round of an order, read in one transaction."""
 
-    order: RowMapping
-    location: RowMapping
+    order: Mapping[Any, Any]
+    location: Mapping[Any, Any]
     policy: rules.Policy
     number: int
     pickup_ready_at: Any
@@ -85,12 +86,12 @@ def dispatch(ctx: JobContext) -> None:
     order_id = str(ctx.payload["order_id"])
     registry = providers(ctx.services, ctx.settings, ctx.db)
     with ctx.db.read() as conn:
-        order = service.get_order(conn, order_id)
-        if order is None or not service.is_dispatchable(order):
-            log.info("dispatch skipped", extra={"order_id": order_id, "status": order and order["status"]})
+        facts = service.dispatch_facts(conn, order_id, settings=ctx.settings)
+        if facts is None or not service.is_dispatchable(facts.order):
+            log.info("dispatch skipped", extra={"order_id": order_id, "status": facts and facts.order["status"]})
             return
-        location = service.get_location(conn, int(order["location_id"]))
-        active = service.active_attempt(conn, order_id)
+        order, location = facts.order, facts.location
+        active = None if facts.active_attempt_id is None else service.get_attempt(conn, facts.active_attempt_id)
         due = service.dispatch_time(order, location, ctx.settings)
         if active is None and due is not None and due - utcnow() > timedelta(seconds=1):
             # enqueued with a generic lead; the precise lead needs the location's prep time
@@ -100,8 +101,8 @@ def dispatch(ctx: JobContext) -> None:
         rnd = _Round(
             order=order,
             location=location,
-            policy=service.order_policy(conn, order=order, settings=ctx.settings),
-            number=service.next_number(conn, order_id),
+            policy=facts.policy,
+            number=facts.next_number,
             pickup_ready_at=pickup,
             dropoff_deadline=dropoff,
             exclude=[str(p) for p in ctx.payload.get("exclude") or []],
@@ -222,12 +223,11 @@ def _book_new(
         "quotes": rnd.quotes,
     }
     with ctx.db.write() as conn:
-        order = orders_service.get_order_for_update(conn, order_id=rnd.order["id"])
-        if order is None or not service.is_dispatchable(order):
+        if not service.lock_dispatchable(conn, rnd.order["id"]):
             return "stopped"
         attempt = service.insert_attempt(
             conn,
-            order_id=order["id"],
+            order_id=rnd.order["id"],
             number=number,
             provider=provider.name,
             quote=quote,

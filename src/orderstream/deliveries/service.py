@@ -6,6 +6,7 @@ Nothing here calls a provider: jobs call providers outside any transaction and r
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,6 +58,10 @@ _SELECT_POLICY = sa.select(dispatch_policies).where(
 )
 _SELECT_ORDER = sa.select(orders).where(orders.c.id == _ORDER_ID)
 _SELECT_ORDER_STATUS = sa.select(orders.c.status).where(orders.c.id == _ORDER_ID)
+# what is_dispatchable() needs, the order row locked (PostgreSQL)
+_SELECT_DISPATCHABLE_LOCKED = LockedSelect(
+    sa.select(orders.c.id, orders.c.fulfillment_type, orders.c.status).where(orders.c.id == _ORDER_ID)
+)
 _SELECT_LOCATION = sa.select(locations).where(
     locations.c.id == sa.bindparam("b_location_id", type_=locations.c.id.type)
 )
@@ -72,13 +77,35 @@ _SELECT_LAST_NUMBER = sa.select(sa.func.max(delivery_attempts.c.number)).where(
     delivery_attempts.c.order_id == _ORDER_ID
 )
 _SELECT_ORDER_OF = sa.select(delivery_attempts.c.order_id).where(delivery_attempts.c.id == _ATTEMPT_ID)
+# a dispatch round's reads in one statement: the order, its location and policy, its attempts' last number and
+# the active one (location and policy columns are prefixed, see dispatch_facts)
+_SELECT_DISPATCH_FACTS = (
+    sa.select(
+        orders,
+        *[column.label(f"location__{column.name}") for column in locations.c],
+        *[column.label(f"policy__{column.name}") for column in dispatch_policies.c],
+        sa.select(sa.func.max(delivery_attempts.c.number))
+        .where(delivery_attempts.c.order_id == orders.c.id)
+        .scalar_subquery()
+        .label("last_attempt_number"),
+        sa.select(delivery_attempts.c.id)
+        .where(delivery_attempts.c.active_order_id == orders.c.id)
+        .scalar_subquery()
+        .label("active_attempt_id"),
+    )
+    .select_from(
+        orders.join(locations, locations.c.id == orders.c.location_id).outerjoin(
+            dispatch_policies, dispatch_policies.c.location_id == orders.c.location_id
+        )
+    )
+    .where(orders.c.id == _ORDER_ID)
+)
 # losing the race for the one active attempt (or any other unique key) inserts nothing and aborts nothing
 _INSERT_ATTEMPT = {
     dialect: insert_ignoring(dialect, delivery_attempts).returning(*delivery_attempts.c)
     for dialect in ("postgresql", "sqlite")
 }
 _UPDATE_ATTEMPT = sa.update(delivery_attempts).where(delivery_attempts.c.id == _ATTEMPT_ID)
-_UPDATE_ATTEMPT_RETURNING = _UPDATE_ATTEMPT.returning(*delivery_attempts.c)
 _UPDATE_ORDER = sa.update(orders).where(orders.c.id == _ORDER_ID)
 
 
@@ -111,8 +138,10 @@ def default_policy(settings: Settings) -> rules.Policy:
 def get_policy(conn: Connection, *, location_id: int, settings: Settings) -> rules.Policy:
     """The location's policy, or the default one."""
     found = conn.execute(_SELECT_POLICY, {"b_location_id": location_id}).mappings().first()
-    if found is None:
-        return default_policy(settings)
+    return default_policy(settings) if found is None else _policy(found)
+
+
+def _policy(found: Mapping[Any, Any]) -> rules.Policy:
     return rules.Policy(
         allowed_providers=tuple(found["allowed_providers"]),
         strategy=rules.Strategy(found["strategy"]),
@@ -123,7 +152,7 @@ def get_policy(conn: Connection, *, location_id: int, settings: Settings) -> rul
     )
 
 
-def order_policy(conn: Connection, *, order: RowMapping, settings: Settings) -> rules.Policy:
+def order_policy(conn: Connection, *, order: Mapping[Any, Any], settings: Settings) -> rules.Policy:
     """The policy this order is dispatched by: its location's, narrowed by its fulfillment type."""
     policy = get_policy(conn, location_id=int(order["location_id"]), settings=settings)
     return rules.for_fulfillment(policy, domain.FulfillmentType(order["fulfillment_type"]))
@@ -150,6 +179,37 @@ def set_policy(conn: Connection, *, location_id: int, policy: rules.Policy) -> N
 # -- reading an order for dispatch ---------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class DispatchFacts:
+    """What a dispatch round needs to know about an order before it calls a provider."""
+
+    order: Mapping[Any, Any]
+    location: Mapping[Any, Any]
+    policy: rules.Policy  # the location's (or the default), narrowed by the order's fulfillment type
+    next_number: int
+    active_attempt_id: int | None
+
+
+def dispatch_facts(conn: Connection, order_id: str, *, settings: Settings) -> DispatchFacts | None:
+    """The order, its location, policy and attempt numbers in one statement; None when there is no such order."""
+    row = conn.execute(_SELECT_DISPATCH_FACTS, {"b_order_id": order_id}).mappings().first()
+    if row is None:
+        return None
+    order = {name: row[name] for name in orders.c.keys()}
+    location = {name: row[f"location__{name}"] for name in locations.c.keys()}
+    if row["policy__location_id"] is None:
+        policy = default_policy(settings)
+    else:
+        policy = _policy({name: row[f"policy__{name}"] for name in dispatch_policies.c.keys()})
+    return DispatchFacts(
+        order=order,
+        location=location,
+        policy=rules.for_fulfillment(policy, domain.FulfillmentType(order["fulfillment_type"])),
+        next_number=int(row["last_attempt_number"] or 0) + 1,
+        active_attempt_id=row["active_attempt_id"],
+    )
+
+
 def get_order(conn: Connection, order_id: str) -> RowMapping | None:
     """The order row."""
     return conn.execute(_SELECT_ORDER, {"b_order_id": order_id}).mappings().first()
@@ -160,7 +220,13 @@ def get_location(conn: Connection, location_id: int) -> RowMapping:
     return conn.execute(_SELECT_LOCATION, {"b_location_id": location_id}).mappings().one()
 
 
-def is_dispatchable(order: RowMapping) -> bool:
+def lock_dispatchable(conn: Connection, order_id: str) -> bool:
+    """Lock the order row (PostgreSQL) and tell whether it is still dispatchable; False when it does not exist."""
+    order = conn.execute(_SELECT_DISPATCHABLE_LOCKED.on(conn), {"b_order_id": order_id}).mappings().first()
+    return order is not None and is_dispatchable(order)
+
+
+def is_dispatchable(order: Mapping[Any, Any]) -> bool:
     """A delivery order that is not finished."""
     return domain.is_dispatched(domain.FulfillmentType(order["fulfillment_type"])) and (
         domain.OrderStatus(order["status"]) not in domain.TERMINAL
@@ -170,8 +236,8 @@ def is_dispatchable(order: RowMapping) -> bool:
 def delivery_request(
     conn: Connection,
     *,
-    order: RowMapping,
-    location: RowMapping,
+    order: Mapping[Any, Any],
+    location: Mapping[Any, Any],
     external_id: str,
     pickup_ready_at: datetime | None,
     dropoff_deadline: datetime | None,
@@ -217,14 +283,14 @@ def delivery_request(
     )
 
 
-def planned_times(order: RowMapping, settings: Settings) -> tuple[datetime | None, datetime | None]:
+def planned_times(order: Mapping[Any, Any], settings: Settings) -> tuple[datetime | None, datetime | None]:
     """Pickup ready time and drop-off deadline for the provider: None for ASAP orders."""
     if not order["is_future_order"] or order["requested_for"] is None:
         return None, None
     return rules.future_times(order["requested_for"], travel_minutes=settings.dispatch_courier_travel_minutes)
 
 
-def dispatch_time(order: RowMapping, location: RowMapping, settings: Settings) -> datetime | None:
+def dispatch_time(order: Mapping[Any, Any], location: Mapping[Any, Any], settings: Settings) -> datetime | None:
     """When a future order's courier should be booked; None for ASAP orders."""
     if not order["is_future_order"] or order["requested_for"] is None:
         return None
@@ -358,24 +424,20 @@ def record_booked(
     """The provider took the booking: store its truth, start the acceptance check (unless None) and the reconciler."""
     now = utcnow()
     deadline = now + timedelta(seconds=accept_within) if accept_within is not None else None
-    booked = (
-        conn.execute(
-            _UPDATE_ATTEMPT_RETURNING,
-            {
-                "b_attempt_id": attempt["id"],
-                "state": BOOKED,
-                "provider_delivery_id": snapshot.provider_delivery_id or None,
-                "booked_at": now,
-                "accept_deadline": deadline,
-                "last_event_at": now,
-                "updated_at": now,
-            },
-        )
-        .mappings()
-        .one()
-    )
+    booking = {
+        "state": BOOKED,
+        "provider_delivery_id": snapshot.provider_delivery_id or None,
+        "booked_at": now,
+        "accept_deadline": deadline,
+    }
     _apply_snapshot(
-        conn, attempt=booked, snapshot=snapshot, actor=domain.Actor.SYSTEM.value, settings=settings, force_event=True
+        conn,
+        attempt=attempt,
+        snapshot=snapshot,
+        actor=domain.Actor.SYSTEM.value,
+        settings=settings,
+        force_event=True,
+        also=booking,
     )
     with batch(conn):  # both checks in one statement
         if deadline is not None:
@@ -565,15 +627,19 @@ def _apply_snapshot(
     actor: str,
     settings: Settings,
     force_event: bool = False,
+    also: dict[str, Any] | None = None,
 ) -> str:
-    """Store a provider snapshot on the attempt when it moves forward; follow with the order. Returns the result."""
+    """Store a provider snapshot on the attempt when it moves forward; follow with the order. Returns the result.
+
+    also: more attempt columns to set in the same UPDATE (a booking's state, id and times).
+    """
     now = utcnow()
     current = DeliveryStatus(attempt["delivery_status"])
     new = snapshot.status
     if new is DeliveryStatus.MERCHANT_CANCELED and (attempt["context"] or {}).get("cancel_purpose") == "no_courier":
         new = DeliveryStatus.FAILED_TO_ASSIGN_DRIVER  # we canceled only because nobody accepted
     forward = rules.moves_forward(current, new)
-    details: dict[str, Any] = {"last_event_at": now, "updated_at": now}
+    details: dict[str, Any] = {**(also or {}), "last_event_at": now, "updated_at": now}
     if attempt["state"] == ENDED and not (forward and new in rules.FINAL_STATUSES):
         conn.execute(_UPDATE_ATTEMPT, {"b_attempt_id": attempt["id"], **details})
         return "ended"

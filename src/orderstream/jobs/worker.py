@@ -219,11 +219,11 @@ class Worker:
             self._wake.wait(timeout)
 
     def _claim(self, limit: int) -> tuple[list[ClaimedJob], datetime | None]:
-        """Claim up to limit due jobs; when fewer were due, also when the next one will be (same transaction)."""
+        """Claim up to limit due jobs; when fewer were due, also when the next one will be."""
         if not self._leases:
             return [], None
         due = None
-        with self.db.write() as conn:
+        with self.db.atomic_statements() as conn:
             claimed = runtime.claim(conn, worker_id=self.worker_id, kinds=self._leases, limit=limit)
             if len(claimed) < limit:
                 due = runtime.next_due(conn, kinds=self._kind_names)
@@ -349,7 +349,7 @@ class Worker:
         """Write an outcome, retrying through a short database outage; None if it never lands."""
         for pause in (*OUTCOME_RETRIES, None):
             try:
-                with self.db.write() as conn:
+                with self.db.atomic_statements() as conn:
                     return change(conn)
             except sa.exc.SQLAlchemyError:
                 if pause is None:
@@ -368,7 +368,7 @@ class Worker:
                 if running.context.lease_lost.is_set() or running.context.finished is not None:
                     continue
                 try:
-                    with self.db.write() as conn:
+                    with self.db.atomic_statements() as conn:
                         kept = runtime.renew(conn, job=running.job, lease_seconds=running.lease_seconds)
                 except Exception:  # noqa: BLE001 - keep renewing the other leases
                     log.warning("lease renewal failed", exc_info=True, extra={"job_id": running.job.id})
@@ -396,7 +396,9 @@ class Worker:
                     last_ping = time.monotonic()
                     while not self._stopping.is_set():
                         for notice in conn.notifies(timeout=0.5):
-                            if notice.payload in self._leases:
+                            # a commit of this process's own pool woke us already (_on_commit): one
+                            # claim per commit, not two
+                            if notice.payload in self._leases and notice.pid not in self.db.backend_pids:
                                 self._wake.set()
                         if time.monotonic() - last_ping > LISTEN_PING_SECONDS:
                             conn.execute("SELECT 1")  # notice a dead connection

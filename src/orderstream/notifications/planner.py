@@ -96,7 +96,9 @@ def _on_created(conn: Connection, settings: Settings, payload: dict[str, Any], n
 
 def _on_status(conn: Connection, settings: Settings, payload: dict[str, Any]) -> None:
     order_id = payload["order_id"]
-    fulfillment = conn.execute(sa.select(orders.c.fulfillment_type).where(orders.c.id == order_id)).scalar_one()
+    fulfillment = conn.execute(sa.select(orders.c.fulfillment_type).where(orders.c.id == order_id)).scalar()
+    if fulfillment is None:
+        return
     _queue_kinds(conn, settings, order_id, domain.kinds_for_order_status(fulfillment, payload["to_status"]), {})
 
 
@@ -140,10 +142,10 @@ def _on_delivery(conn: Connection, settings: Settings, payload: dict[str, Any], 
 
 
 def plan(conn: Connection, settings: Settings, payload: dict[str, Any], now: datetime) -> None:
-    """Queue what this order event calls for (idempotent: running it twice queues nothing new)."""
-    exists = conn.execute(sa.select(orders.c.id).where(orders.c.id == payload["order_id"])).first()
-    if exists is None:
-        return
+    """Queue what this order event calls for (idempotent: running it twice queues nothing new).
+
+    An order that does not exist gets nothing: queue() and the status path stop where they find no order.
+    """
     event = payload["event"]
     if event == "OrderCreated":
         _on_created(conn, settings, payload, now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,12 +34,19 @@ log = logging.getLogger("orderstream.notifications")
 SEND_KIND = "notifications.send"
 
 # Prebuilt statements, values passed apart (a statement built per call cost more CPU than running it).
-_SELECT_ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type))
-_SELECT_LOCATION = sa.select(locations).where(
-    locations.c.id == sa.bindparam("b_location_id", type_=locations.c.id.type)
-)
-_SELECT_SETTINGS = sa.select(notification_settings).where(
-    notification_settings.c.location_id == sa.bindparam("b_location_id", type_=notification_settings.c.location_id.type)
+# the order, its location and the location's settings in one statement (location and settings columns prefixed)
+_SELECT_VIEW = (
+    sa.select(
+        orders,
+        *[column.label(f"location__{column.name}") for column in locations.c],
+        *[column.label(f"prefs__{column.name}") for column in notification_settings.c],
+    )
+    .select_from(
+        orders.join(locations, locations.c.id == orders.c.location_id).outerjoin(
+            notification_settings, notification_settings.c.location_id == orders.c.location_id
+        )
+    )
+    .where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type))
 )
 _SELECT_OPT_OUT = sa.select(notification_opt_outs.c.id).where(
     notification_opt_outs.c.channel == sa.bindparam("b_channel", type_=notification_opt_outs.c.channel.type),
@@ -56,9 +64,9 @@ SEND_MAX_ATTEMPTS = 8
 class OrderView:
     """An order with its location and the location's notification settings."""
 
-    order: RowMapping
-    location: RowMapping
-    prefs: RowMapping | None
+    order: Mapping[Any, Any]
+    location: Mapping[Any, Any]
+    prefs: Mapping[Any, Any] | None
 
     @property
     def locale(self) -> str | None:
@@ -68,12 +76,17 @@ class OrderView:
 
 def load(conn: Connection, order_id: str) -> OrderView | None:
     """The order, its location and that location's notification settings."""
-    order = conn.execute(_SELECT_ORDER, {"b_order_id": order_id}).mappings().first()
-    if order is None:
+    row = conn.execute(_SELECT_VIEW, {"b_order_id": order_id}).mappings().first()
+    if row is None:
         return None
-    location = conn.execute(_SELECT_LOCATION, {"b_location_id": order["location_id"]}).mappings().one()
-    prefs = conn.execute(_SELECT_SETTINGS, {"b_location_id": location["id"]}).mappings().first()
-    return OrderView(order, location, prefs)
+    prefs = None
+    if row["prefs__location_id"] is not None:
+        prefs = {name: row[f"prefs__{name}"] for name in notification_settings.c.keys()}
+    return OrderView(
+        {name: row[name] for name in orders.c.keys()},
+        {name: row[f"location__{name}"] for name in locations.c.keys()},
+        prefs,
+    )
 
 
 def tracking_url(settings: Settings, token: str) -> str:
@@ -181,9 +194,16 @@ _SELECT_RECENT_COUNT = (
 )
 
 
-def _recent_count(conn: Connection, recipient_hash: str, now: datetime) -> int:
-    params = {"b_hash": recipient_hash, "b_since": now - timedelta(hours=1)}
-    return int(conn.execute(_SELECT_RECENT_COUNT, params).scalar_one())
+# whether the recipient opted out of the channel, and how many messages it was sent in the last hour
+_SELECT_RECIPIENT_STATE = sa.select(
+    sa.exists(_SELECT_OPT_OUT).label("opted_out"), _SELECT_RECENT_COUNT.scalar_subquery().label("recent")
+)
+
+
+def _recipient_state(conn: Connection, channel: Channel, recipient_hash: str, now: datetime) -> tuple[bool, int]:
+    params = {"b_channel": channel.value, "b_hash": recipient_hash, "b_since": now - timedelta(hours=1)}
+    row = conn.execute(_SELECT_RECIPIENT_STATE, params).one()
+    return bool(row.opted_out), int(row.recent)
 
 
 def _insert(conn: Connection, values: dict[str, Any]) -> bool:
@@ -192,7 +212,7 @@ def _insert(conn: Connection, values: dict[str, Any]) -> bool:
     return conn.execute(stmt, values).first() is not None
 
 
-def recipient_of(channel: Channel, order: RowMapping) -> tuple[str | None, str | None]:
+def recipient_of(channel: Channel, order: Mapping[Any, Any]) -> tuple[str | None, str | None]:
     """(the order's phone or e-mail for this channel, None), or (None, why it cannot get a message)."""
     if channel is Channel.SMS:
         return domain.sms_recipient(order["customer_phone_e164"], order["customer_phone"])
@@ -204,7 +224,13 @@ def _masked(channel: Channel, recipient: str | None) -> str | None:
 
 
 def _skip_reason(
-    conn: Connection, view: OrderView, kind: Kind, channel: Channel, recipient_hash: str | None, now: datetime
+    conn: Connection,
+    settings: Settings,
+    view: OrderView,
+    kind: Kind,
+    channel: Channel,
+    recipient_hash: str | None,
+    now: datetime,
 ) -> str | None:
     prefs = view.prefs
     if prefs is not None:
@@ -214,8 +240,11 @@ def _skip_reason(
             return "kind_disabled"
     if recipient_hash is None:
         return None
-    if is_opted_out(conn, channel, recipient_hash):
+    opted_out, recent = _recipient_state(conn, channel, recipient_hash, now)
+    if opted_out:
         return "opted_out"
+    if recent >= settings.notifications_cap_per_hour:
+        return "rate_capped"
     return None
 
 
@@ -241,10 +270,7 @@ def queue(
     for channel in Channel:
         recipient, reason = recipient_of(channel, view.order)
         recipient_hash = domain.contact_hash(recipient) if recipient else None
-        reason = reason or _skip_reason(conn, view, kind, channel, recipient_hash, now)
-        if reason is None and recipient_hash is not None:
-            if _recent_count(conn, recipient_hash, now) >= settings.notifications_cap_per_hour:
-                reason = "rate_capped"
+        reason = reason or _skip_reason(conn, settings, view, kind, channel, recipient_hash, now)
         nid = new_id("ntf")
         values: dict[str, Any] = {
             "id": nid,

@@ -254,6 +254,41 @@ _SELECT_ENABLED_ENDPOINTS = (
 )
 
 
+def _pg_record_statement() -> Any:
+    """PostgreSQL: the partner's next sequence, the event with it, and the partner's enabled endpoints, at once."""
+    partner = sa.bindparam("partner_id", type_=outbound_event_counters.c.partner_id.type)
+    counter = (
+        postgresql.insert(outbound_event_counters)
+        .values(partner_id=partner, last_sequence=1)
+        .on_conflict_do_update(
+            index_elements=["partner_id"],
+            set_={"last_sequence": outbound_event_counters.c.last_sequence + 1},
+        )
+        .returning(outbound_event_counters.c.last_sequence)
+        .cte("next_sequence")
+    )
+    names = ("id", "partner_id", "order_id", "type", "body", "created_at")
+    event = (
+        sa.insert(outbound_events)
+        .from_select(
+            [*names, "sequence"],
+            sa.select(*(sa.bindparam(n, type_=outbound_events.c[n].type) for n in names), counter.c.last_sequence),
+        )
+        .returning(outbound_events.c.sequence)
+        .cte("new_event")
+    )
+    endpoint = sa.func.jsonb_build_array(webhook_endpoints.c.id, webhook_endpoints.c.event_types)
+    endpoints = (
+        sa.select(sa.func.jsonb_agg(postgresql.aggregate_order_by(endpoint, webhook_endpoints.c.id)))
+        .where(webhook_endpoints.c.partner_id == partner, webhook_endpoints.c.status == "enabled")
+        .scalar_subquery()
+    )
+    return sa.select(event.c.sequence, endpoints.label("endpoints"))
+
+
+_PG_RECORD_EVENT = _pg_record_statement()
+
+
 def _next_sequence(conn: Connection, *, partner_id: int) -> int:
     """Take the partner's next event sequence; the counter row stays locked until commit (PostgreSQL)."""
     stmt = _NEXT_SEQUENCE[conn.dialect.name == "postgresql"]
@@ -341,30 +376,34 @@ def record_event(
     only if the change does. Returns the event id, which is the webhook-id of every delivery.
     """
     now = at or utcnow()
-    sequence = _next_sequence(conn, partner_id=partner_id)
     event_id = new_id("evt")
-    conn.execute(
-        _INSERT_EVENT,
-        {
-            "id": event_id,
-            "partner_id": partner_id,
-            "sequence": sequence,
-            "order_id": order_id,
-            "type": event_type,
-            "body": event_body(event_id=event_id, event_type=event_type, created_at=now, obj=obj),
-            "created_at": now,
-        },
-    )
-    endpoints = conn.execute(_SELECT_ENABLED_ENDPOINTS, {"b_partner_id": partner_id}).mappings()
-    for endpoint in list(endpoints):
-        if event_type not in endpoint["event_types"]:
+    values = {
+        "id": event_id,
+        "partner_id": partner_id,
+        "order_id": order_id,
+        "type": event_type,
+        "body": event_body(event_id=event_id, event_type=event_type, created_at=now, obj=obj),
+        "created_at": now,
+    }
+    endpoints: list[tuple[str, list[str]]]
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(_PG_RECORD_EVENT, values).one()
+        sequence = int(row.sequence)
+        endpoints = [(str(endpoint_id), types) for endpoint_id, types in row.endpoints or []]
+    else:
+        sequence = _next_sequence(conn, partner_id=partner_id)
+        conn.execute(_INSERT_EVENT, {**values, "sequence": sequence})
+        found = conn.execute(_SELECT_ENABLED_ENDPOINTS, {"b_partner_id": partner_id}).all()
+        endpoints = [(row.id, row.event_types) for row in found]
+    for endpoint_id, event_types in endpoints:
+        if event_type not in event_types:
             continue
         delivery_id = new_id("whd")
         conn.execute(
             sa.insert(webhook_deliveries).values(
                 id=delivery_id,
                 event_id=event_id,
-                endpoint_id=endpoint["id"],
+                endpoint_id=endpoint_id,
                 partner_id=partner_id,
                 order_id=order_id,
                 sequence=sequence,
