@@ -51,30 +51,57 @@ def _counting_claims(worker: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return claims
 
 
+def test_a_commit_of_a_job_due_later_than_the_next_wake_costs_no_claim(
+    db: Database, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An acceptance check or reconcile poll due in minutes does not wake the worker: its next wake sees it.
+
+    A job due before that next wake still wakes it, and runs on time.
+    """
+    kind, seen = unique_kind("later"), []
+    registry = JobRegistry()
+    registry.register(JobKind(kind, lambda ctx: seen.append((ctx.job_id, time.time()))))
+    with running_worker(db, worker_settings(db_url, worker_idle_poll_seconds=30.0), registry) as worker:
+        time.sleep(0.3)  # idle: the next wake is ~30 s away
+        claims = _counting_claims(worker, monkeypatch)
+        with db.write() as conn:
+            enqueue(conn, kind=kind, payload={}, run_at=datetime.now(UTC) + timedelta(hours=1))
+        time.sleep(0.5)  # on PostgreSQL the NOTIFY (this process's own) has come and gone by now
+        assert claims == []
+        soon = datetime.now(UTC) + timedelta(seconds=0.5)
+        with db.write() as conn:
+            soon_id = enqueue(conn, kind=kind, payload={}, run_at=soon)
+        wait_for(lambda: seen, timeout=5, interval=0.005)
+    [(job_id, ran_at)] = seen
+    assert job_id == soon_id
+    assert 0 <= ran_at - soon.timestamp() < 1.0  # the schedule goal; ~10 ms on an idle machine
+    assert claims[0] == 0  # the commit's wake looked, found it not due yet, and planned the wait for it
+
+
 @pytest.mark.postgres
-def test_a_commit_of_its_own_process_costs_one_claim_not_two(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_commit_of_its_own_process_wakes_it_once_not_twice(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The NOTIFY of a commit made through the worker's own pool is not a second wake; another pool's is."""
     worker_db, other_db = Database.from_url(pg_url, pool_size=5), Database.from_url(pg_url, pool_size=2)
     kind = unique_kind("once")
     registry = JobRegistry()
     registry.register(JobKind(kind, lambda ctx: None))
-    later = datetime.now(UTC) + timedelta(hours=1)  # never due here: every claim after a commit finds nothing
     try:
         with running_worker(worker_db, worker_settings(pg_url, worker_idle_poll_seconds=30.0), registry) as worker:
             wait_for(lambda: listener_pids(other_db))
             time.sleep(0.3)  # the start's own claims have passed
             claims = _counting_claims(worker, monkeypatch)
             with worker_db.write() as conn:
-                enqueue(conn, kind=kind, payload={}, run_at=later)
+                enqueue(conn, kind=kind, payload={})
                 own_pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
             assert own_pid in worker_db.backend_pids
+            wait_for(lambda: claims, timeout=5)
             time.sleep(0.5)  # the NOTIFY has arrived by now
-            assert claims == [0]
-            with other_db.write() as conn:
-                enqueue(conn, kind=kind, payload={}, run_at=later)
+            assert claims == [1]
+            with other_db.write() as conn:  # a job due in an hour: only the NOTIFY tells this worker of it
+                enqueue(conn, kind=kind, payload={}, run_at=datetime.now(UTC) + timedelta(hours=1))
             wait_for(lambda: len(claims) == 2, timeout=5)
             time.sleep(0.3)
-            assert claims == [0, 0]
+            assert claims == [1, 0]
     finally:
         worker_db.dispose()
         other_db.dispose()

@@ -20,6 +20,7 @@ REQUEST_ID_KEY = "_request_id"
 
 NOTIFY_CHANNEL = "orderstream_jobs"
 ENQUEUED_FLAG = "orderstream_jobs_enqueued"
+ENQUEUED_DUE_KEY = "orderstream_jobs_enqueued_due"  # conn.info: the earliest run_at enqueued (None: now)
 BATCH_KEY = "orderstream_jobs_batch"  # conn.info: rows of a batch() not written yet
 _ACTIVE_WHERE = sa.text("key IS NOT NULL AND status IN ('pending', 'running')")
 _INSERT = sa.insert(jobs).returning(jobs.c.id)
@@ -126,7 +127,12 @@ def write(conn: Connection, pending: list[dict[str, Any]]) -> None:
             _insert(conn, values)
     elif pending:
         kinds = conn.execute(_PG_INSERT_ROWS_NOTIFY, {"jobs": json_rows(pending), "channel": NOTIFY_CHANNEL}).scalar()
-        note_enqueued(conn, kinds or ())
+        note_enqueued(conn, kinds or (), earliest_due(pending))
+
+
+def earliest_due(pending: list[dict[str, Any]]) -> datetime | None:
+    """The earliest run_at of collected jobs (those a keyed conflict skipped included: earlier is safe)."""
+    return min((values["run_at"] for values in pending), default=None)
 
 
 def json_rows(pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -134,10 +140,16 @@ def json_rows(pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [json_ready(values) for values in pending]
 
 
-def note_enqueued(conn: Connection, kinds: Iterable[str]) -> None:
-    """Remember the kinds enqueued in this transaction: at commit an in-process worker wakes for the kinds it runs."""
-    if kinds:
-        conn.info.setdefault(ENQUEUED_FLAG, set()).update(kinds)
+def note_enqueued(conn: Connection, kinds: Iterable[str], due: datetime | None = None) -> None:
+    """Remember the kinds enqueued in this transaction, and the earliest due (None: now).
+
+    At commit an in-process worker wakes for the kinds it runs, unless they are due after it wakes anyway.
+    """
+    if not kinds:
+        return
+    conn.info.setdefault(ENQUEUED_FLAG, set()).update(kinds)
+    known = conn.info.get(ENQUEUED_DUE_KEY, due)
+    conn.info[ENQUEUED_DUE_KEY] = None if known is None or due is None else min(known, due)
 
 
 def enqueue(
@@ -189,5 +201,5 @@ def _insert(conn: Connection, values: dict[str, Any]) -> int | None:
         row = conn.execute(_SQLITE_INSERT_KEYED if key is not None and dialect == "sqlite" else _INSERT, values).first()
     if row is None:
         return None
-    note_enqueued(conn, (kind,))
+    note_enqueued(conn, (kind,), values["run_at"])
     return int(row[0])

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 from orderstream.config import Settings
 from orderstream.db import Database, utcnow
 from orderstream.jobs import metrics, runtime
-from orderstream.jobs.outbox import ENQUEUED_FLAG, NOTIFY_CHANNEL, REQUEST_ID_KEY
+from orderstream.jobs.outbox import ENQUEUED_DUE_KEY, ENQUEUED_FLAG, NOTIFY_CHANNEL, REQUEST_ID_KEY
 from orderstream.jobs.registry import CURRENT_JOB, JobContext, JobKind, JobRegistry, PermanentError, RetryableError
 from orderstream.jobs.runtime import ClaimedJob
 from orderstream.logs import log_context
@@ -99,6 +99,8 @@ class Worker:
         self._reserved = 0  # claimed and not yet finished
         # the claim loop waits for a free slot (every slot was busy): the next finishing job wakes it
         self._slot_wanted = False
+        # when the claim loop wakes by itself next (None: it is claiming, or about to)
+        self._planned_wake: datetime | None = None
         self._running: dict[int, _Running] = {}
         self._threads: list[threading.Thread] = []
         self._handlers: list[threading.Thread] = []
@@ -182,8 +184,14 @@ class Worker:
             return
         # a job of a kind this worker does not run (e.g. `dispatch` before its feature is installed)
         # must not cost every committing request a claim round-trip
-        if not self._leases.keys().isdisjoint(kinds):
-            self._wake.set()
+        if self._leases.keys().isdisjoint(kinds):
+            return
+        # nor one due after the claim loop wakes anyway (an acceptance check, a reconcile poll): that
+        # wake's claim looks again and sees it
+        due, planned = conn.info.get(ENQUEUED_DUE_KEY), self._planned_wake
+        if due is not None and planned is not None and due >= planned:
+            return
+        self._wake.set()
 
     def _is_running(self, job: ClaimedJob) -> bool:
         with self._lock:
@@ -200,6 +208,7 @@ class Worker:
         failures = 0
         while not self._stopping.is_set():
             self._wake.clear()
+            self._planned_wake = None  # until the wait below is planned, every commit wakes us
             try:
                 with self._lock:
                     free = self.concurrency - self._reserved
@@ -216,6 +225,7 @@ class Worker:
                 failures += 1
                 timeout = min(30.0, 0.5 * 2 ** min(failures, 6))
                 log.warning("job claim failed; retrying", exc_info=True, extra={"retry_in": timeout})
+            self._planned_wake = utcnow() + timedelta(seconds=timeout)
             self._wake.wait(timeout)
 
     def _claim(self, limit: int) -> tuple[list[ClaimedJob], datetime | None]:

@@ -145,7 +145,7 @@ def store_order(
         row = conn.execute(stmt, params).first()
         if row is None:
             return Stored(None, False)
-        outbox.note_enqueued(conn, row.job_kinds or ())
+        outbox.note_enqueued(conn, row.job_kinds or (), outbox.earliest_due(jobs))
         return Stored(int(row.event_id), row.order_id is not None)
     event_id = insert_event(conn, event)
     if event_id is None:
