@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from orderstream.db import Database, LockedSelect, after_commit
+from orderstream.db import Database, LockedSelect, after_commit, in_values
 from orderstream.orders.models import orders
 
 
@@ -70,3 +70,13 @@ def test_atomic_statements_commit_each_statement_on_postgresql(db: Database) -> 
         conn.execute(sa.select(1)).scalar_one()
         assert _in_transaction(conn) is (db.engine.dialect.name == "sqlite")
     assert committed == [True]  # after-commit listeners run either way
+
+
+def test_in_values_binds_each_value_once_at_build_time(db: Database) -> None:
+    """No expanding parameter (rendered again on every execution): the statement compiles with its values bound."""
+    stmt = sa.select(orders.c.id).where(in_values(orders.c.status, ["accepted", "canceled"]))
+    compiled = stmt.compile(dialect=db.engine.dialect)
+    assert "POSTCOMPILE" not in str(compiled)
+    assert sorted(compiled.params.values()) == ["accepted", "canceled"]
+    with db.read() as conn:
+        assert conn.execute(stmt).all() == []

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from orderstream.db import utcnow
+from orderstream.db import in_values, utcnow
 from orderstream.jobs.models import jobs
 
 JOB_STATUSES = ("pending", "running", "done", "dead")
@@ -50,7 +50,7 @@ def _claim_statement(kinds: tuple[str, ...]) -> Any:
     due = (
         sa.select(jobs.c.id)
         .where(
-            jobs.c.kind.in_(kinds),
+            in_values(jobs.c.kind, kinds),
             sa.or_(
                 sa.and_(jobs.c.status == "pending", jobs.c.run_at <= now),
                 sa.and_(jobs.c.status == "running", jobs.c.leased_until < now),
@@ -221,12 +221,12 @@ def fail(
 def _next_due_statement(kinds: tuple[str, ...]) -> Any:
     pending = (
         sa.select(sa.func.min(jobs.c.run_at))
-        .where(jobs.c.status == "pending", jobs.c.kind.in_(kinds))
+        .where(jobs.c.status == "pending", in_values(jobs.c.kind, kinds))
         .scalar_subquery()
     )
     lease_end = (
         sa.select(sa.func.min(jobs.c.leased_until))
-        .where(jobs.c.status == "running", jobs.c.kind.in_(kinds))
+        .where(jobs.c.status == "running", in_values(jobs.c.kind, kinds))
         .scalar_subquery()
     )
     # typed so that both come back as aware datetimes (UTCDateTime)

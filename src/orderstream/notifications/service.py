@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from orderstream.config import Settings
-from orderstream.db import insert_ignoring, utcnow
+from orderstream.db import in_values, insert_ignoring, utcnow
 from orderstream.ids import new_id
 from orderstream.jobs.outbox import enqueue
 from orderstream.notifications import domain
@@ -189,7 +189,7 @@ _SELECT_RECENT_COUNT = (
     .where(
         notifications.c.recipient_hash == sa.bindparam("b_hash", type_=notifications.c.recipient_hash.type),
         notifications.c.created_at > sa.bindparam("b_since", type_=notifications.c.created_at.type),
-        notifications.c.status.in_(sorted(s.value for s in domain.COUNTED_STATUSES)),
+        in_values(notifications.c.status, sorted(s.value for s in domain.COUNTED_STATUSES)),
     )
 )
 
