@@ -46,7 +46,7 @@ from tests.pos_helpers import legacy_order  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from run import cpu_seconds as process_cpu_seconds  # noqa: E402  (bench/run.py: fresh databases, machine line)
-from run import database, machine  # noqa: E402
+from run import database, machine, postgres_cpu_seconds  # noqa: E402
 
 PG_ADMIN = os.environ.get("ORDERSTREAM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 GOAL_LAG_P99_MS = 250.0
@@ -109,6 +109,7 @@ class Summary:
     statuses: dict[str, int] = field(default_factory=dict)
     cpu_ms_per_order: float = 0.0  # orderstream processes (serve and workers): intake + dispatch
     simulator_cpu_ms_per_order: float = 0.0
+    postgres_cpu_ms_per_order: float | None = None  # every PostgreSQL process of the machine (PostgreSQL runs)
 
     def lines(self) -> list[str]:
         """Human-readable result lines."""
@@ -123,7 +124,8 @@ class Summary:
             f"[{self.database}, {self.workers}] {self.rate:g} orders/s for {self.duration:g} s: posted {self.posted}, "
             f"accepted {self.accepted} (intake p99 {_ms(self.intake_p99_ms)}), statuses {self.statuses}; "
             f"CPU per order: orderstream {self.cpu_ms_per_order:g} ms, "
-            f"simulator {self.simulator_cpu_ms_per_order:g} ms",
+            f"simulator {self.simulator_cpu_ms_per_order:g} ms"
+            + ("" if self.postgres_cpu_ms_per_order is None else f", PostgreSQL {self.postgres_cpu_ms_per_order:g} ms"),
             f"  dispatch lag  p50 {_ms(self.lag_p50_ms)}  p99 {_ms(self.lag_p99_ms)}  max {_ms(self.lag_max_ms)}  "
             f"booked {self.booked}, missing {self.missing}  (goal p99 <= {GOAL_LAG_P99_MS:g} ms: {goal})",
             f"    of which until the quote request: p50 {_ms(self.to_quote_p50_ms)}  p99 {_ms(self.to_quote_p99_ms)}",
@@ -345,7 +347,7 @@ def measure(
     url = f"{base_url}/pos/{partner.slug}/webhook"
     baseline = len(warm_up(url, partner, sim_url))
     ours, simulator = procs[1:], procs[:1]
-    cpu_before = (cpu_seconds(ours), cpu_seconds(simulator))
+    cpu_before = (cpu_seconds(ours), cpu_seconds(simulator), postgres_cpu_seconds())
     asyncio.run(post_orders(url, partner.secret, events))
 
     sent_all = [e[1] for e in events]
@@ -357,6 +359,7 @@ def measure(
             break
         time.sleep(2)
     cpu_ours, cpu_sim = cpu_seconds(ours) - cpu_before[0], cpu_seconds(simulator) - cpu_before[1]
+    cpu_db = postgres_cpu_seconds() - cpu_before[2]
     by_pos, external = read_orders(db_url)
     booked_by_order = {external[ext]: at for ext, at in booked.items() if ext in external}
     quoted_by_order = {
@@ -407,6 +410,7 @@ def measure(
         statuses=statuses,
         cpu_ms_per_order=round(cpu_ours * 1000 / max(1, len(accepted)), 1),
         simulator_cpu_ms_per_order=round(cpu_sim * 1000 / max(1, len(accepted)), 1),
+        postgres_cpu_ms_per_order=round(cpu_db * 1000 / max(1, len(accepted)), 1) if kind == "postgres" else None,
     )
 
 

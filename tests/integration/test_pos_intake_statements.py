@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from orderstream.db import PSYCOPG_CACHE_LIMITS, Database
-from orderstream.jobs.outbox import NOTIFY_CHANNEL
+from orderstream.jobs.outbox import NOTIFY_CHANNEL, read_notice
 from orderstream.notifications.handlers import PLAN_KIND
 from tests.factories import PartnerFixture
 from tests.pos_helpers import legacy_order, post_event
@@ -71,6 +72,8 @@ def test_the_intake_statement_wakes_listening_workers_for_a_new_order_only(
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         event = legacy_order("notified")
         assert post_event(client, partner.slug, partner.secret, event).status_code == 200
-        assert sorted(n.payload for n in listener.notifies(timeout=2, stop_after=2)) == ["dispatch", PLAN_KIND]
+        notices = [read_notice(n.payload) for n in listener.notifies(timeout=2, stop_after=2)]
+        assert sorted(kind for kind, _ in notices) == ["dispatch", PLAN_KIND]
+        assert all(due is not None and abs(due - time.time()) < 60 for _, due in notices)  # both due now
         assert post_event(client, partner.slug, partner.secret, event).json()["duplicate"] is True
         assert list(listener.notifies(timeout=0.5)) == []  # a resend writes no job

@@ -80,7 +80,7 @@ def test_a_commit_of_a_job_due_later_than_the_next_wake_costs_no_claim(
 
 @pytest.mark.postgres
 def test_a_commit_of_its_own_process_wakes_it_once_not_twice(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The NOTIFY of a commit made through the worker's own pool is not a second wake; another pool's is."""
+    """The NOTIFY of a commit made through the worker's own pool is not a second wake; another pool's is, when due."""
     worker_db, other_db = Database.from_url(pg_url, pool_size=5), Database.from_url(pg_url, pool_size=2)
     kind = unique_kind("once")
     registry = JobRegistry()
@@ -97,11 +97,15 @@ def test_a_commit_of_its_own_process_wakes_it_once_not_twice(pg_url: str, monkey
             wait_for(lambda: claims, timeout=5)
             time.sleep(0.5)  # the NOTIFY has arrived by now
             assert claims == [1]
-            with other_db.write() as conn:  # a job due in an hour: only the NOTIFY tells this worker of it
+            with other_db.write() as conn:  # due in an hour: the NOTIFY says so, and the worker wakes before
                 enqueue(conn, kind=kind, payload={}, run_at=datetime.now(UTC) + timedelta(hours=1))
+            time.sleep(0.5)
+            assert claims == [1]
+            with other_db.write() as conn:  # due now: only the NOTIFY tells this worker of it
+                enqueue(conn, kind=kind, payload={})
             wait_for(lambda: len(claims) == 2, timeout=5)
             time.sleep(0.3)
-            assert claims == [1, 0]
+            assert claims == [1, 1]
     finally:
         worker_db.dispose()
         other_db.dispose()

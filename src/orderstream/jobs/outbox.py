@@ -75,12 +75,27 @@ def pg_insert_rows(*, only_with: Any = None) -> Any:
         .from_select(list(_COLUMNS), source)
         .on_conflict_do_nothing(index_elements=["kind", "key"], index_where=_ACTIVE_WHERE)
     )
-    return insert.returning(jobs.c.id, jobs.c.kind).cte("new_jobs")
+    return insert.returning(jobs.c.id, jobs.c.kind, jobs.c.run_at).cte("new_jobs")
+
+
+def notice(kind: str, run_at: datetime) -> str:
+    """The NOTIFY payload of a new job, `<kind>@<run_at in Unix seconds>`: a worker waking later anyway skips it."""
+    return f"{kind}@{run_at.timestamp()}"
+
+
+def read_notice(payload: str) -> tuple[str, float | None]:
+    """(kind, run_at as Unix seconds or None) of a NOTIFY payload; a bare kind (or a bad time) is due now."""
+    kind, _, at = payload.partition("@")
+    try:
+        return kind, float(at) if at else None
+    except ValueError:
+        return kind, None
 
 
 def pg_notify_kinds(new_jobs: Any) -> Any:
-    """The kinds inserted by `new_jobs` as an array, each sent as a NOTIFY to the workers (parameter `channel`)."""
-    notified = sa.select(new_jobs.c.kind, sa.func.pg_notify(sa.bindparam("channel"), new_jobs.c.kind)).subquery()
+    """The kinds inserted by `new_jobs` as an array, each job sent as a NOTIFY to the workers (parameter `channel`)."""
+    payload = new_jobs.c.kind + "@" + sa.cast(sa.extract("epoch", new_jobs.c.run_at), sa.Text)  # as notice()
+    notified = sa.select(new_jobs.c.kind, sa.func.pg_notify(sa.bindparam("channel"), payload)).subquery()
     return sa.select(sa.func.array_agg(notified.c.kind)).scalar_subquery()
 
 
@@ -196,7 +211,8 @@ def _insert(conn: Connection, values: dict[str, Any]) -> int | None:
         # one round-trip: the insert and, when it inserted, the NOTIFY that wakes the workers
         stmt = _PG_INSERT_NOTIFY_KEYED if key is not None else _PG_INSERT_NOTIFY
         params = {f"job_{c}": v for c, v in values.items()}
-        row = conn.execute(stmt, {**params, "notify_channel": NOTIFY_CHANNEL, "notify_kind": kind}).first()
+        notify = {"notify_channel": NOTIFY_CHANNEL, "notify_kind": notice(kind, values["run_at"])}
+        row = conn.execute(stmt, {**params, **notify}).first()
     else:
         row = conn.execute(_SQLITE_INSERT_KEYED if key is not None and dialect == "sqlite" else _INSERT, values).first()
     if row is None:

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 from orderstream.config import Settings
 from orderstream.db import Database, utcnow
 from orderstream.jobs import metrics, runtime
-from orderstream.jobs.outbox import ENQUEUED_DUE_KEY, ENQUEUED_FLAG, NOTIFY_CHANNEL, REQUEST_ID_KEY
+from orderstream.jobs.outbox import ENQUEUED_DUE_KEY, ENQUEUED_FLAG, NOTIFY_CHANNEL, REQUEST_ID_KEY, read_notice
 from orderstream.jobs.registry import CURRENT_JOB, JobContext, JobKind, JobRegistry, PermanentError, RetryableError
 from orderstream.jobs.runtime import ClaimedJob
 from orderstream.logs import log_context
@@ -192,6 +192,12 @@ class Worker:
         if due is not None and planned is not None and due >= planned:
             return
         self._wake.set()
+
+    def _wakes_for(self, payload: str) -> bool:
+        """Whether a new job's NOTIFY calls for a claim: a kind this worker runs, due before its next wake."""
+        kind, due = read_notice(payload)
+        planned = self._planned_wake
+        return kind in self._leases and (due is None or planned is None or due < planned.timestamp())
 
     def _is_running(self, job: ClaimedJob) -> bool:
         with self._lock:
@@ -408,7 +414,7 @@ class Worker:
                         for notice in conn.notifies(timeout=0.5):
                             # a commit of this process's own pool woke us already (_on_commit): one
                             # claim per commit, not two
-                            if notice.payload in self._leases and notice.pid not in self.db.backend_pids:
+                            if notice.pid not in self.db.backend_pids and self._wakes_for(notice.payload):
                                 self._wake.set()
                         if time.monotonic() - last_ping > LISTEN_PING_SECONDS:
                             conn.execute("SELECT 1")  # notice a dead connection
