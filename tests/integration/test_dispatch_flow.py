@@ -9,6 +9,7 @@ from orderstream.deliveries import service
 from orderstream.deliveries.policy import Policy, Strategy
 from orderstream.jobs.models import jobs
 from orderstream.notifications.handlers import PLAN_KIND
+from orderstream.tenancy.models import locations
 from tests.deliveries_helpers import dispatch_stack
 from tests.factories import make_partner
 
@@ -113,7 +114,7 @@ def test_dispatch_facts_read_the_order_location_policy_and_attempts_at_once(
             facts = service.dispatch_facts(conn, order_id, settings=stack.settings)
             order = service.get_order(conn, order_id)
             assert order is not None
-            location = service.get_location(conn, int(order["location_id"]))
+            location = conn.execute(sa.select(locations).where(locations.c.id == order["location_id"])).mappings().one()
             assert service.dispatch_facts(conn, "ord_missing", settings=stack.settings) is None
         assert facts is not None
         assert dict(facts.order) == dict(order)

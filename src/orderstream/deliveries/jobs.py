@@ -56,7 +56,7 @@ def _last_try(ctx: JobContext) -> bool:
 
 @dataclass
 class _Round:
-    """One dispatch round of an order, read in one transaction."""
+    """One dispatch round of an order, as read before any provider call."""
 
     order: Mapping[Any, Any]
     location: Mapping[Any, Any]

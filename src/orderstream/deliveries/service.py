@@ -62,9 +62,6 @@ _SELECT_ORDER_STATUS = sa.select(orders.c.status).where(orders.c.id == _ORDER_ID
 _SELECT_DISPATCHABLE_LOCKED = LockedSelect(
     sa.select(orders.c.id, orders.c.fulfillment_type, orders.c.status).where(orders.c.id == _ORDER_ID)
 )
-_SELECT_LOCATION = sa.select(locations).where(
-    locations.c.id == sa.bindparam("b_location_id", type_=locations.c.id.type)
-)
 _SELECT_LINE_ITEMS = (
     sa.select(order_line_items.c.name, order_line_items.c.quantity, order_line_items.c.price_amount)
     .where(order_line_items.c.order_id == _ORDER_ID)
@@ -152,12 +149,6 @@ def _policy(found: Mapping[Any, Any]) -> rules.Policy:
     )
 
 
-def order_policy(conn: Connection, *, order: Mapping[Any, Any], settings: Settings) -> rules.Policy:
-    """The policy this order is dispatched by: its location's, narrowed by its fulfillment type."""
-    policy = get_policy(conn, location_id=int(order["location_id"]), settings=settings)
-    return rules.for_fulfillment(policy, domain.FulfillmentType(order["fulfillment_type"]))
-
-
 def set_policy(conn: Connection, *, location_id: int, policy: rules.Policy) -> None:
     """Store (replace) a location's policy."""
     values = {
@@ -213,11 +204,6 @@ def dispatch_facts(conn: Connection, order_id: str, *, settings: Settings) -> Di
 def get_order(conn: Connection, order_id: str) -> RowMapping | None:
     """The order row."""
     return conn.execute(_SELECT_ORDER, {"b_order_id": order_id}).mappings().first()
-
-
-def get_location(conn: Connection, location_id: int) -> RowMapping:
-    """The location row."""
-    return conn.execute(_SELECT_LOCATION, {"b_location_id": location_id}).mappings().one()
 
 
 def lock_dispatchable(conn: Connection, order_id: str) -> bool:
