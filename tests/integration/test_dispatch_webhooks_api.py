@@ -93,11 +93,10 @@ def test_unfinished_booking_is_resumed_without_a_second_delivery(db_url: str, mo
         registry = ProviderRegistry(stack.settings, stack.db)
         provider = registry.get("doordash")
         with stack.db.write() as conn:
-            order = service.get_order(conn, order_id)
-            assert order is not None
-            location = service.get_location(conn, int(order["location_id"]))
+            facts = service.dispatch_facts(conn, order_id, settings=stack.settings)  # as the dispatch job reads
+            assert facts is not None
             request = service.delivery_request(
-                conn, order=order, location=location, external_id=external_id(order_id, 1),
+                conn, order=facts.order, location=facts.location, external_id=external_id(order_id, 1),
                 pickup_ready_at=None, dropoff_deadline=None,
             )  # fmt: skip
         quote = provider.quote(request)
