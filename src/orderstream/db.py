@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +73,18 @@ def in_values(column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.Column
     (it showed in profiles of the job claim); separate parameters are compiled once with the statement.
     """
     return column.in_([sa.literal(value, type_=column.type) for value in values])
+
+
+def prefixed(table: sa.Table, prefix: str) -> list[sa.Label[Any]]:
+    """The table's columns labelled `<prefix>__<name>`, to read a joined table's row apart from the main one."""
+    return [column.label(f"{prefix}__{column.name}") for column in table.c]
+
+
+def unprefixed(row: Mapping[Any, Any], table: sa.Table, prefix: str) -> dict[str, Any] | None:
+    """The table's row out of a joined result read with prefixed(); None when an outer join found none."""
+    values = {name: row[f"{prefix}__{name}"] for name in table.c.keys()}
+    primary_key = [column.name for column in table.primary_key.columns]
+    return None if all(values[name] is None for name in primary_key) else values
 
 
 def json_ready(values: dict[str, Any]) -> dict[str, Any]:

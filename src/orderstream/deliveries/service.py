@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from orderstream.config import Settings, load_settings
-from orderstream.db import LockedSelect, insert_ignoring, utcnow
+from orderstream.db import LockedSelect, insert_ignoring, prefixed, unprefixed, utcnow
 from orderstream.deliveries import policy as rules
 from orderstream.deliveries.models import delivery_attempts, dispatch_policies, provider_webhook_events
 from orderstream.deliveries.protocol import (
@@ -79,8 +79,8 @@ _SELECT_ORDER_OF = sa.select(delivery_attempts.c.order_id).where(delivery_attemp
 _SELECT_DISPATCH_FACTS = (
     sa.select(
         orders,
-        *[column.label(f"location__{column.name}") for column in locations.c],
-        *[column.label(f"policy__{column.name}") for column in dispatch_policies.c],
+        *prefixed(locations, "location"),
+        *prefixed(dispatch_policies, "policy"),
         sa.select(sa.func.max(delivery_attempts.c.number))
         .where(delivery_attempts.c.order_id == orders.c.id)
         .scalar_subquery()
@@ -187,11 +187,10 @@ def dispatch_facts(conn: Connection, order_id: str, *, settings: Settings) -> Di
     if row is None:
         return None
     order = {name: row[name] for name in orders.c.keys()}
-    location = {name: row[f"location__{name}"] for name in locations.c.keys()}
-    if row["policy__location_id"] is None:
-        policy = default_policy(settings)
-    else:
-        policy = _policy({name: row[f"policy__{name}"] for name in dispatch_policies.c.keys()})
+    location = unprefixed(row, locations, "location")
+    assert location is not None  # an inner join
+    found = unprefixed(row, dispatch_policies, "policy")
+    policy = default_policy(settings) if found is None else _policy(found)
     return DispatchFacts(
         order=order,
         location=location,

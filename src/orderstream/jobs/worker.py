@@ -186,18 +186,22 @@ class Worker:
         # must not cost every committing request a claim round-trip
         if self._leases.keys().isdisjoint(kinds):
             return
-        # nor one due after the claim loop wakes anyway (an acceptance check, a reconcile poll): that
-        # wake's claim looks again and sees it
-        due, planned = conn.info.get(ENQUEUED_DUE_KEY), self._planned_wake
-        if due is not None and planned is not None and due >= planned:
-            return
-        self._wake.set()
+        due: datetime | None = conn.info.get(ENQUEUED_DUE_KEY)
+        if self._due_before_next_wake(None if due is None else due.timestamp()):
+            self._wake.set()
 
     def _wakes_for(self, payload: str) -> bool:
         """Whether a new job's NOTIFY calls for a claim: a kind this worker runs, due before its next wake."""
         kind, due = read_notice(payload)
+        return kind in self._leases and self._due_before_next_wake(due)
+
+    def _due_before_next_wake(self, due: float | None) -> bool:
+        """Whether a new job (run_at in Unix seconds, None: now) needs a claim before the loop's planned wake.
+
+        One due later (an acceptance check, a reconcile poll) does not: that wake's claim looks again and sees it.
+        """
         planned = self._planned_wake
-        return kind in self._leases and (due is None or planned is None or due < planned.timestamp())
+        return due is None or planned is None or due < planned.timestamp()
 
     def _is_running(self, job: ClaimedJob) -> bool:
         with self._lock:

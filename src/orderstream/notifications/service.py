@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from orderstream.config import Settings
-from orderstream.db import in_values, insert_ignoring, utcnow
+from orderstream.db import in_values, insert_ignoring, prefixed, unprefixed, utcnow
 from orderstream.ids import new_id
 from orderstream.jobs.outbox import enqueue
 from orderstream.notifications import domain
@@ -38,8 +38,8 @@ SEND_KIND = "notifications.send"
 _SELECT_VIEW = (
     sa.select(
         orders,
-        *[column.label(f"location__{column.name}") for column in locations.c],
-        *[column.label(f"prefs__{column.name}") for column in notification_settings.c],
+        *prefixed(locations, "location"),
+        *prefixed(notification_settings, "prefs"),
     )
     .select_from(
         orders.join(locations, locations.c.id == orders.c.location_id).outerjoin(
@@ -79,13 +79,10 @@ def load(conn: Connection, order_id: str) -> OrderView | None:
     row = conn.execute(_SELECT_VIEW, {"b_order_id": order_id}).mappings().first()
     if row is None:
         return None
-    prefs = None
-    if row["prefs__location_id"] is not None:
-        prefs = {name: row[f"prefs__{name}"] for name in notification_settings.c.keys()}
+    location = unprefixed(row, locations, "location")
+    assert location is not None  # an inner join
     return OrderView(
-        {name: row[name] for name in orders.c.keys()},
-        {name: row[f"location__{name}"] for name in locations.c.keys()},
-        prefs,
+        {name: row[name] for name in orders.c.keys()}, location, unprefixed(row, notification_settings, "prefs")
     )
 
 

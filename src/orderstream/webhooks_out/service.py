@@ -231,10 +231,12 @@ def rotate_endpoint_secret(
 
 
 def _next_sequence_statement(postgres: bool) -> Any:
+    """Take the partner's next event sequence (parameter `partner_id`); named explicitly, so it also works as a CTE."""
     insert: Any = postgresql.insert if postgres else sqlite.insert
+    partner = sa.bindparam("partner_id", type_=outbound_event_counters.c.partner_id.type)
     return (
         insert(outbound_event_counters)
-        .values(last_sequence=1)
+        .values(partner_id=partner, last_sequence=1)
         .on_conflict_do_update(
             index_elements=["partner_id"],
             set_={"last_sequence": outbound_event_counters.c.last_sequence + 1},
@@ -244,7 +246,7 @@ def _next_sequence_statement(postgres: bool) -> Any:
 
 
 # prebuilt statements of record_event, values passed apart (built per event they cost more than they run)
-_NEXT_SEQUENCE = {True: _next_sequence_statement(True), False: _next_sequence_statement(False)}
+_SQLITE_NEXT_SEQUENCE = _next_sequence_statement(False)  # PostgreSQL takes it inside _PG_RECORD_EVENT
 _INSERT_EVENT = sa.insert(outbound_events)
 _SELECT_ENABLED_ENDPOINTS = (
     sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types)
@@ -257,16 +259,7 @@ _SELECT_ENABLED_ENDPOINTS = (
 def _pg_record_statement() -> Any:
     """PostgreSQL: the partner's next sequence, the event with it, and the partner's enabled endpoints, at once."""
     partner = sa.bindparam("partner_id", type_=outbound_event_counters.c.partner_id.type)
-    counter = (
-        postgresql.insert(outbound_event_counters)
-        .values(partner_id=partner, last_sequence=1)
-        .on_conflict_do_update(
-            index_elements=["partner_id"],
-            set_={"last_sequence": outbound_event_counters.c.last_sequence + 1},
-        )
-        .returning(outbound_event_counters.c.last_sequence)
-        .cte("next_sequence")
-    )
+    counter = _next_sequence_statement(True).cte("next_sequence")
     names = ("id", "partner_id", "order_id", "type", "body", "created_at")
     event = (
         sa.insert(outbound_events)
@@ -289,10 +282,9 @@ def _pg_record_statement() -> Any:
 _PG_RECORD_EVENT = _pg_record_statement()
 
 
-def _next_sequence(conn: Connection, *, partner_id: int) -> int:
-    """Take the partner's next event sequence; the counter row stays locked until commit (PostgreSQL)."""
-    stmt = _NEXT_SEQUENCE[conn.dialect.name == "postgresql"]
-    return int(conn.execute(stmt, {"partner_id": partner_id}).scalar_one())
+def _sqlite_next_sequence(conn: Connection, *, partner_id: int) -> int:
+    """Take the partner's next event sequence (SQLite; PostgreSQL's is part of _PG_RECORD_EVENT)."""
+    return int(conn.execute(_SQLITE_NEXT_SEQUENCE, {"partner_id": partner_id}).scalar_one())
 
 
 def lock_partner_stream(conn: Connection, *, partner_id: int) -> None:
@@ -391,7 +383,7 @@ def record_event(
         sequence = int(row.sequence)
         endpoints = [(str(endpoint_id), types) for endpoint_id, types in row.endpoints or []]
     else:
-        sequence = _next_sequence(conn, partner_id=partner_id)
+        sequence = _sqlite_next_sequence(conn, partner_id=partner_id)
         conn.execute(_INSERT_EVENT, {**values, "sequence": sequence})
         found = conn.execute(_SELECT_ENABLED_ENDPOINTS, {"b_partner_id": partner_id}).all()
         endpoints = [(row.id, row.event_types) for row in found]
