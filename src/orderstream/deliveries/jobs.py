@@ -305,10 +305,15 @@ def _book(
         return "failed"
     timeout = rnd.policy.acceptance_timeout(provider.name, ctx.settings.dispatch_acceptance_timeout_seconds)
     with ctx.db.write() as conn:
-        current = service.lock_attempt(conn, int(attempt["id"]), order_id=order_id)
-        if current is not None and current["state"] == service.BOOKING:
+        locked = service.lock_order_and_attempt(conn, int(attempt["id"]), order_id=order_id)
+        if locked is not None and locked[1]["state"] == service.BOOKING:
             service.record_booked(
-                conn, attempt=current, snapshot=snapshot, accept_within=timeout, settings=ctx.settings
+                conn,
+                order=locked[0],
+                attempt=locked[1],
+                snapshot=snapshot,
+                accept_within=timeout,
+                settings=ctx.settings,
             )
         ctx.finish_in(conn)  # a booked attempt ends the dispatch job (see _new_round, _resume_booking)
     log.info(

@@ -57,7 +57,6 @@ _SELECT_POLICY = sa.select(dispatch_policies).where(
     dispatch_policies.c.location_id == sa.bindparam("b_location_id", type_=dispatch_policies.c.location_id.type)
 )
 _SELECT_ORDER = sa.select(orders).where(orders.c.id == _ORDER_ID)
-_SELECT_ORDER_STATUS = sa.select(orders.c.status).where(orders.c.id == _ORDER_ID)
 # what is_dispatchable() needs, the order row locked (PostgreSQL)
 _SELECT_DISPATCHABLE_LOCKED = LockedSelect(
     sa.select(orders.c.id, orders.c.fulfillment_type, orders.c.status).where(orders.c.id == _ORDER_ID)
@@ -401,12 +400,16 @@ def courier_dict(snapshot: DeliverySnapshot) -> dict[str, Any] | None:
 def record_booked(
     conn: Connection,
     *,
+    order: RowMapping,
     attempt: RowMapping,
     snapshot: DeliverySnapshot,
     accept_within: float | None,
     settings: Settings,
 ) -> None:
-    """The provider took the booking: store its truth, start the acceptance check (unless None) and the reconciler."""
+    """The provider took the booking: store its truth, start the acceptance check (unless None) and the reconciler.
+
+    order, attempt: both as read and locked by lock_order_and_attempt in this transaction.
+    """
     now = utcnow()
     deadline = now + timedelta(seconds=accept_within) if accept_within is not None else None
     booking = {
@@ -423,6 +426,7 @@ def record_booked(
         settings=settings,
         force_event=True,
         also=booking,
+        order=order,
     )
     with batch(conn):  # both checks in one statement
         if deadline is not None:
@@ -434,8 +438,8 @@ def record_booked(
                 run_at=deadline,
             )
         schedule_reconcile(conn, attempt_id=int(attempt["id"]), seq=1, settings=settings)
-    status = conn.execute(_SELECT_ORDER_STATUS, {"b_order_id": attempt["order_id"]}).scalar()
-    if status == domain.OrderStatus.CANCELED.value:
+    # the order is locked since it was read, and nothing above cancels an order: its status is still current
+    if order["status"] == domain.OrderStatus.CANCELED.value:
         # canceled while we were booking: the courier must not come
         request_cancel(conn, order_id=attempt["order_id"], actor=domain.Actor.SYSTEM.value, reason="order canceled")
 
@@ -562,6 +566,13 @@ def lock_attempt(conn: Connection, attempt_id: int, *, order_id: str | None = No
     return _lock_attempt(conn, attempt_id)
 
 
+def lock_order_and_attempt(conn: Connection, attempt_id: int, *, order_id: str) -> tuple[RowMapping, RowMapping] | None:
+    """(order, attempt), both read and locked in lock_attempt's order; None when either is gone."""
+    order = orders_service.get_order_for_update(conn, order_id=order_id)
+    attempt = _lock_attempt(conn, attempt_id) if order is not None else None
+    return (order, attempt) if order is not None and attempt is not None else None
+
+
 def _lock_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
     return conn.execute(_SELECT_ATTEMPT_LOCKED.on(conn), {"b_attempt_id": attempt_id}).mappings().first()
 
@@ -581,12 +592,12 @@ def apply_update(
     if found is None:
         raise UnknownDelivery(update.provider, snap.external_id or snap.provider_delivery_id)
     # lock the order first (the same order as every other writer of this order), then the attempt
-    orders_service.lock_order(conn, order_id=found["order_id"])
-    attempt = _lock_attempt(conn, int(found["id"]))
-    assert attempt is not None
+    locked = lock_order_and_attempt(conn, int(found["id"]), order_id=found["order_id"])
+    assert locked is not None
+    order, attempt = locked
     if not _claim_event(conn, provider=update.provider, event_id=update.event_id):
         return ApplyResult("duplicate", int(attempt["id"]), attempt["order_id"], attempt["delivery_status"])
-    result = _apply_snapshot(conn, attempt=attempt, snapshot=snap, actor=actor, settings=settings)
+    result = _apply_snapshot(conn, attempt=attempt, snapshot=snap, actor=actor, settings=settings, order=order)
     conn.execute(
         sa.update(provider_webhook_events)
         .where(
@@ -613,10 +624,12 @@ def _apply_snapshot(
     settings: Settings,
     force_event: bool = False,
     also: dict[str, Any] | None = None,
+    order: RowMapping | None = None,
 ) -> str:
     """Store a provider snapshot on the attempt when it moves forward; follow with the order. Returns the result.
 
     also: more attempt columns to set in the same UPDATE (a booking's state, id and times).
+    order: the attempt's order when the caller already read it locked in this transaction (else read here).
     """
     now = utcnow()
     current = DeliveryStatus(attempt["delivery_status"])
@@ -652,8 +665,9 @@ def _apply_snapshot(
     conn.execute(_UPDATE_ATTEMPT, {"b_attempt_id": attempt["id"], **details})
     if not forward and not force_event:
         return "applied"
-    order = orders_service.get_order_for_update(conn, order_id=attempt["order_id"])
-    assert order is not None
+    if order is None:
+        order = orders_service.get_order_for_update(conn, order_id=attempt["order_id"])
+        assert order is not None
     conn.execute(_UPDATE_ORDER, {"b_order_id": order["id"], "delivery_status": new.value, "updated_at": now})
     if forward:
         orders_service.record_history(
