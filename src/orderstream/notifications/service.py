@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from orderstream.config import Settings
 from orderstream.db import in_values, insert_ignoring, prefixed, unprefixed, utcnow
 from orderstream.ids import new_id
-from orderstream.jobs.outbox import enqueue
+from orderstream.jobs.outbox import batch, enqueue
 from orderstream.notifications import domain
 from orderstream.notifications.domain import Channel, Kind, Status
 from orderstream.notifications.models import (
@@ -141,9 +141,11 @@ def context(view: OrderView, settings: Settings, facts: dict[str, Any], notifica
 
 def record_history(conn: Connection, *, row: dict[str, Any] | RowMapping, status: str, reason: str | None) -> None:
     """An order-history entry for a message outcome (recipient masked)."""
-    orders_service.record_history(
-        conn,
-        order_id=row["order_id"],
+    orders_service.insert_histories(conn, [_history(row, status, reason)])
+
+
+def _history(row: dict[str, Any] | RowMapping, status: str, reason: str | None) -> dict[str, Any]:
+    entry = orders_service.history_entry(
         kind="notification",
         actor="system",
         reason=f"{row['channel']} {row['kind']} {status}" + (f": {reason}" if reason else ""),
@@ -157,6 +159,7 @@ def record_history(conn: Connection, *, row: dict[str, Any] | RowMapping, status
             "provider_message_id": row.get("provider_message_id"),
         },
     )
+    return {**entry, "order_id": row["order_id"], "inbound_event_id": None}
 
 
 def is_opted_out(conn: Connection, channel: Channel, recipient_hash: str) -> bool:
@@ -180,14 +183,17 @@ def set_opt_out(conn: Connection, *, channel: Channel, contact: str, source: str
         )
 
 
-_SELECT_RECENT_COUNT = (
-    sa.select(sa.func.count())
-    .select_from(notifications)
+# messages sent to a recipient in the last hour, counted up to the cap only: whether the cap is reached is all
+# that matters, and a recipient far over it (one phone on every order) would otherwise cost a longer count each time
+_SELECT_RECENT_COUNT = sa.select(sa.func.count()).select_from(
+    sa.select(notifications.c.id)
     .where(
         notifications.c.recipient_hash == sa.bindparam("b_hash", type_=notifications.c.recipient_hash.type),
         notifications.c.created_at > sa.bindparam("b_since", type_=notifications.c.created_at.type),
         in_values(notifications.c.status, sorted(s.value for s in domain.COUNTED_STATUSES)),
     )
+    .limit(sa.bindparam("b_cap", type_=sa.Integer()))
+    .subquery()
 )
 
 
@@ -197,16 +203,19 @@ _SELECT_RECIPIENT_STATE = sa.select(
 )
 
 
-def _recipient_state(conn: Connection, channel: Channel, recipient_hash: str, now: datetime) -> tuple[bool, int]:
-    params = {"b_channel": channel.value, "b_hash": recipient_hash, "b_since": now - timedelta(hours=1)}
+def _recipient_state(
+    conn: Connection, channel: Channel, recipient_hash: str, now: datetime, cap: int
+) -> tuple[bool, int]:
+    """(opted out, messages in the last hour up to cap)."""
+    params = {"b_channel": channel.value, "b_hash": recipient_hash, "b_since": now - timedelta(hours=1), "b_cap": cap}
     row = conn.execute(_SELECT_RECIPIENT_STATE, params).one()
     return bool(row.opted_out), int(row.recent)
 
 
-def _insert(conn: Connection, values: dict[str, Any]) -> bool:
-    """Insert unless this (order, kind, channel, seq) exists; True when inserted."""
+def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the rows whose (order, kind, channel, seq) is new, in one statement; the ids that went in."""
     stmt = _INSERT["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]  # as insert_ignoring picks
-    return conn.execute(stmt, values).first() is not None
+    return set(conn.execute(stmt, rows).scalars()) if rows else set()
 
 
 def recipient_of(channel: Channel, order: Mapping[Any, Any]) -> tuple[str | None, str | None]:
@@ -237,7 +246,7 @@ def _skip_reason(
             return "kind_disabled"
     if recipient_hash is None:
         return None
-    opted_out, recent = _recipient_state(conn, channel, recipient_hash, now)
+    opted_out, recent = _recipient_state(conn, channel, recipient_hash, now, settings.notifications_cap_per_hour)
     if opted_out:
         return "opted_out"
     if recent >= settings.notifications_cap_per_hour:
@@ -263,7 +272,7 @@ def queue(
         return []
     facts = dict(facts or {})
     now = utcnow()
-    queued: list[str] = []
+    rows: list[dict[str, Any]] = []
     for channel in Channel:
         recipient, reason = recipient_of(channel, view.order)
         recipient_hash = domain.contact_hash(recipient) if recipient else None
@@ -285,6 +294,9 @@ def queue(
             "send_after": send_after or now,
             "created_at": now,
             "updated_at": now,
+            "subject": None,
+            "body_text": None,
+            "body_html": None,
         }
         if reason is None:
             overrides = (view.prefs["overrides"] if view.prefs is not None else None) or {}
@@ -296,37 +308,45 @@ def queue(
                 override=(overrides.get(kind.value) or {}).get(channel.value),
             )
             values.update(subject=message.subject, body_text=message.text, body_html=message.html)
-        if not _insert(conn, values):
-            continue
-        log.info(
-            "notification %s %s/%s of %s %s%s",
-            nid,
-            kind.value,
-            channel.value,
-            order_id,
-            values["status"],
-            f" ({reason})" if reason else "",
-            extra={
-                "notification_id": nid,
-                "order_id": order_id,
-                "kind": kind.value,
-                "channel": channel.value,
-                "recipient": values["recipient_masked"],
-                "reason": reason,
-            },  # fmt: skip
-        )
-        if reason is not None:
-            record_history(conn, row=values, status=Status.SKIPPED.value, reason=reason)
-            continue
-        enqueue(
-            conn,
-            kind=SEND_KIND,
-            key=nid,
-            payload={"notification_id": nid},
-            run_at=values["send_after"],
-            max_attempts=SEND_MAX_ATTEMPTS,
-        )
-        queued.append(nid)
+        rows.append(values)
+    inserted = _insert_new(conn, rows)
+    queued: list[str] = []
+    skips: list[dict[str, Any]] = []
+    with batch(conn):
+        for values in rows:
+            nid, reason = values["id"], values["reason"]
+            if nid not in inserted:
+                continue  # queued before (a job run again)
+            log.info(
+                "notification %s %s/%s of %s %s%s",
+                nid,
+                kind.value,
+                values["channel"],
+                order_id,
+                values["status"],
+                f" ({reason})" if reason else "",
+                extra={
+                    "notification_id": nid,
+                    "order_id": order_id,
+                    "kind": kind.value,
+                    "channel": values["channel"],
+                    "recipient": values["recipient_masked"],
+                    "reason": reason,
+                },  # fmt: skip
+            )
+            if reason is not None:
+                skips.append(_history(values, Status.SKIPPED.value, reason))
+                continue
+            enqueue(
+                conn,
+                kind=SEND_KIND,
+                key=nid,
+                payload={"notification_id": nid},
+                run_at=values["send_after"],
+                max_attempts=SEND_MAX_ATTEMPTS,
+            )
+            queued.append(nid)
+    orders_service.insert_histories(conn, skips)
     return queued
 
 

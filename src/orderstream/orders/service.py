@@ -14,6 +14,7 @@ from orderstream.orders.handlers import publish
 from orderstream.orders.models import order_history, orders
 
 _INSERT_HISTORY = sa.insert(order_history)
+_INSERT_HISTORY_ROWS = sa.insert(order_history).returning(order_history.c.id)
 _SELECT_ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type))
 _SELECT_ORDER_LOCKED = LockedSelect(_SELECT_ORDER)
 _LOCK_ORDER = (
@@ -48,6 +49,13 @@ def insert_history(conn: Connection, entry: dict[str, Any], *, order_id: str, in
     """Insert a history entry made by history_entry()."""
     # parameters passed apart from the statement: one cached statement instead of one built per call
     conn.execute(_INSERT_HISTORY, {**entry, "order_id": order_id, "inbound_event_id": inbound_event_id})
+
+
+def insert_histories(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert complete history rows (history_entry() plus order_id and inbound_event_id) in one statement."""
+    if rows:
+        # RETURNING makes SQLAlchemy send one multi-row INSERT ("insertmanyvalues") instead of one per row
+        conn.execute(_INSERT_HISTORY_ROWS, rows).all()
 
 
 def record_history(
