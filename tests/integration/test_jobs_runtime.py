@@ -295,3 +295,42 @@ def test_collected_jobs_wait_for_the_caller_to_write_them(db: Database) -> None:
         write(conn, pending)
         assert conn.info.get(ENQUEUED_FLAG) == {kind}
     assert _jobs_of(db, kind) == [(kind, "k", {"n": 1}), (kind, None, {"n": 2})]
+
+
+def _plan(conn: Connection, stmt: sa.Executable, params: dict[str, object]) -> str:
+    """The plan the database picks for stmt; on PostgreSQL a generic one, as a prepared statement gets after a few
+    runs (the parameters' values unknown to it)."""
+    compiled = stmt.compile(dialect=conn.dialect)
+    if conn.dialect.name == "sqlite":
+        values = tuple(None for _ in compiled.positiontup or ())  # the plan does not depend on them
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", values).all()
+        return "\n".join(str(row[-1]) for row in rows)
+    conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        cursor.execute("EXPLAIN " + str(compiled), compiled.construct_params(params), prepare=True)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_claim_and_next_due_use_the_partial_indexes_not_a_scan_of_all_jobs(db: Database) -> None:
+    """Finished jobs pile up; finding the next due job must not read them (it once scanned the whole table)."""
+    kinds = (unique_kind("plan-a"), unique_kind("plan-b"))
+    now = utcnow()
+    with db.write() as conn:
+        rows = [
+            {"kind": kinds[0], "payload": {}, "status": "done", "run_at": now, "created_at": now, "updated_at": now}
+            for _ in range(3000)
+        ]
+        conn.execute(sa.insert(jobs), rows)
+        conn.exec_driver_sql("ANALYZE jobs")
+    with db.write() as conn:
+        next_due = _plan(conn, runtime._next_due_statement(kinds), {})
+    with db.write() as conn:
+        params = {"claim_now": now, "claim_limit": 5, "claim_worker": "w", "claim_lease_max": now}
+        params |= {f"claim_lease_{i}": now for i in range(len(kinds))}
+        claim = _plan(conn, runtime._claim_statement(kinds), params)
+    for plan in (next_due, claim):
+        # (a generic plan of `status = $1` read every job to find the running ones)
+        assert "Seq Scan on jobs" not in plan, plan
+        assert "SCAN jobs" not in plan, plan

@@ -28,6 +28,19 @@ jobs = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("finished_at", UTCDateTime, nullable=True),
     sa.Index("ix_jobs_claim", "status", "run_at"),
+    # the claim and the next-due query: due pending jobs by run_at, expired leases by lease end
+    sa.Index(
+        "ix_jobs_pending_run_at",
+        "run_at",
+        sqlite_where=sa.text("status = 'pending'"),
+        postgresql_where=sa.text("status = 'pending'"),
+    ),
+    sa.Index(
+        "ix_jobs_running_leased_until",
+        "leased_until",
+        sqlite_where=sa.text("status = 'running'"),
+        postgresql_where=sa.text("status = 'running'"),
+    ),
     sa.Index(
         "uq_jobs_active_kind_key",
         "kind",

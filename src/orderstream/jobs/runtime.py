@@ -9,11 +9,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from orderstream.db import in_values, utcnow
+from orderstream.db import in_values, sql_constant, utcnow
 from orderstream.jobs.models import jobs
 
 JOB_STATUSES = ("pending", "running", "done", "dead")
 MAX_ERROR_CHARS = 4000
+# in the SQL text of the claim and next-due queries, so that their plans use the partial indexes
+PENDING, RUNNING = sql_constant("pending"), sql_constant("running")
 
 
 class JobError(Exception):
@@ -52,8 +54,8 @@ def _claim_statement(kinds: tuple[str, ...]) -> Any:
         .where(
             in_values(jobs.c.kind, kinds),
             sa.or_(
-                sa.and_(jobs.c.status == "pending", jobs.c.run_at <= now),
-                sa.and_(jobs.c.status == "running", jobs.c.leased_until < now),
+                sa.and_(jobs.c.status == PENDING, jobs.c.run_at <= now),
+                sa.and_(jobs.c.status == RUNNING, jobs.c.leased_until < now),
             ),
         )
         .order_by(jobs.c.run_at, jobs.c.id)
@@ -221,12 +223,12 @@ def fail(
 def _next_due_statement(kinds: tuple[str, ...]) -> Any:
     pending = (
         sa.select(sa.func.min(jobs.c.run_at))
-        .where(jobs.c.status == "pending", in_values(jobs.c.kind, kinds))
+        .where(jobs.c.status == PENDING, in_values(jobs.c.kind, kinds))
         .scalar_subquery()
     )
     lease_end = (
         sa.select(sa.func.min(jobs.c.leased_until))
-        .where(jobs.c.status == "running", in_values(jobs.c.kind, kinds))
+        .where(jobs.c.status == RUNNING, in_values(jobs.c.kind, kinds))
         .scalar_subquery()
     )
     # typed so that both come back as aware datetimes (UTCDateTime)
