@@ -16,6 +16,7 @@ JOB_STATUSES = ("pending", "running", "done", "dead")
 MAX_ERROR_CHARS = 4000
 # in the SQL text of the claim and next-due queries, so that their plans use the partial indexes
 PENDING, RUNNING = sql_constant("pending"), sql_constant("running")
+ONE = sa.literal_column("1", sa.Integer())
 
 
 class JobError(Exception):
@@ -221,14 +222,21 @@ def fail(
 
 
 def _next_due_statement(kinds: tuple[str, ...]) -> Any:
+    # ORDER BY ... LIMIT 1, not min(): with the statistics of a young jobs table (a few rows estimated) PostgreSQL
+    # computed min() by reading every pending job (thousands of scheduled checks); the ordered index scan stops
+    # at the first one whatever the estimate
     pending = (
-        sa.select(sa.func.min(jobs.c.run_at))
+        sa.select(jobs.c.run_at)
         .where(jobs.c.status == PENDING, in_values(jobs.c.kind, kinds))
+        .order_by(jobs.c.run_at)
+        .limit(ONE)
         .scalar_subquery()
     )
     lease_end = (
-        sa.select(sa.func.min(jobs.c.leased_until))
+        sa.select(jobs.c.leased_until)
         .where(jobs.c.status == RUNNING, in_values(jobs.c.kind, kinds))
+        .order_by(jobs.c.leased_until)
+        .limit(ONE)
         .scalar_subquery()
     )
     # typed so that both come back as aware datetimes (UTCDateTime)
