@@ -11,12 +11,16 @@ creates a partner and a location through the CLI, then:
 2. Scheduled: posts `--future` future orders whose dispatch falls over the next `--future-spread`
    seconds. Error = the booking's receive time minus the dispatch job's planned `run_at`.
 
+With `--app floor` the server is bench/dispatch_floor_app.py instead (the least work a durable dispatcher on the
+same stack does: intake, job, quote, accept, done), measured the same way; PostgreSQL and ASAP orders only.
+
 Percentiles are nearest-rank. Orders never booked within `--settle` seconds are counted as missing.
 The simulator sends no lifecycle webhooks unless `--lifecycle` is given (they add ~8 requests per
 order to the server's load; the benchmark measures dispatch).
 
     .venv/bin/python bench/dispatch_lag.py --db sqlite --rate 100 --duration 60 --future 120
     .venv/bin/python bench/dispatch_lag.py --db postgres --workers 2 --json results.json
+    .venv/bin/python bench/dispatch_lag.py --db postgres --app floor --rate 100 --duration 30 --future 0
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import json
 import math
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -51,6 +56,7 @@ from run import database, machine, postgres_cpu_seconds  # noqa: E402
 PG_ADMIN = os.environ.get("ORDERSTREAM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 GOAL_LAG_P99_MS = 250.0
 GOAL_SCHEDULE_P99_MS = 1000.0
+FLOOR_APP = ROOT / "bench" / "dispatch_floor_app.py"
 PREP_MINUTES = 10  # sent with each future order, so that its dispatch time is requested_for - (prep + travel)
 
 
@@ -90,6 +96,7 @@ class Summary:
     workers: str
     rate: float
     duration: float
+    app: str = "orderstream"
     posted: int = 0
     accepted: int = 0
     intake_p99_ms: float | None = None
@@ -107,7 +114,7 @@ class Summary:
     schedule_error_p99_ms: float | None = None
     schedule_error_max_ms: float | None = None
     statuses: dict[str, int] = field(default_factory=dict)
-    cpu_ms_per_order: float = 0.0  # orderstream processes (serve and workers): intake + dispatch
+    cpu_ms_per_order: float = 0.0  # the app's processes (serve and workers, or the floor): intake + dispatch
     simulator_cpu_ms_per_order: float = 0.0
     postgres_cpu_ms_per_order: float | None = None  # every PostgreSQL process of the machine (PostgreSQL runs)
 
@@ -123,7 +130,7 @@ class Summary:
         return [
             f"[{self.database}, {self.workers}] {self.rate:g} orders/s for {self.duration:g} s: posted {self.posted}, "
             f"accepted {self.accepted} (intake p99 {_ms(self.intake_p99_ms)}), statuses {self.statuses}; "
-            f"CPU per order: orderstream {self.cpu_ms_per_order:g} ms, "
+            f"CPU per order: {self.app} {self.cpu_ms_per_order:g} ms, "
             f"simulator {self.simulator_cpu_ms_per_order:g} ms"
             + ("" if self.postgres_cpu_ms_per_order is None else f", PostgreSQL {self.postgres_cpu_ms_per_order:g} ms"),
             f"  dispatch lag  p50 {_ms(self.lag_p50_ms)}  p99 {_ms(self.lag_p99_ms)}  max {_ms(self.lag_max_ms)}  "
@@ -164,6 +171,28 @@ def start_simulator(
     proc.start()
     url = f"http://127.0.0.1:{port}"
     harness.wait_for(lambda: _answers(f"{url}/_sim/health"), timeout=harness.READY_TIMEOUT, message="simulator ready")
+    return proc, url
+
+
+def start_floor(
+    db_url: str, log_dir: Path, *, sim_url: str, secret: str, threads: int
+) -> tuple[harness.ManagedProcess, str]:
+    """bench/dispatch_floor_app.py on a free port, ready."""
+    port = harness.free_port()
+    args = [sys.executable, str(FLOOR_APP), "--database-url", db_url, "--port", str(port)]
+    args += ["--doordash-url", sim_url, "--secret", secret, "--threads", str(threads)]
+    proc = harness.ManagedProcess(
+        "dispatch floor", args, env=harness.process_env(db_url), log_path=log_dir / "floor.log"
+    )
+    proc.start()
+    url = f"http://127.0.0.1:{port}"
+    ready = harness.wait_for(
+        lambda: "ready" if _answers(f"{url}/readyz") else ("exited" if not proc.running else None),
+        timeout=harness.READY_TIMEOUT,
+        message="dispatch floor ready",
+    )
+    if ready == "exited":
+        raise harness.ProcessError(f"the dispatch floor exited:\n{proc.log_tail()}")
     return proc, url
 
 
@@ -257,6 +286,21 @@ def read_orders(db_url: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]
     return by_pos, external
 
 
+def read_floor_orders(db_url: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """read_orders for the dispatch floor's tables (no future orders: nothing is planned)."""
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    meta = sa.MetaData()
+    orders = sa.Table("dispatch_floor_orders", meta, autoload_with=engine)
+    jobs = sa.Table("dispatch_floor_jobs", meta, autoload_with=engine)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(orders.c.id, orders.c.pos_id, orders.c.created_at)).all()
+        done = conn.execute(sa.select(jobs.c.external_id, jobs.c.order_id).where(jobs.c.external_id.is_not(None)))
+        external = {ext: str(oid) for ext, oid in done}
+    engine.dispose()
+    by_pos = {pos: {"order_id": str(oid), "created_at": _epoch(created), "planned": None} for oid, pos, created in rows}
+    return by_pos, external
+
+
 def _epoch(value: Any) -> float | None:
     if value is None:
         return None
@@ -278,6 +322,17 @@ def run(args: argparse.Namespace, kind: str) -> Summary:
     procs: list[harness.ManagedProcess] = []
     with database(kind, workdir, PG_ADMIN) as db_url:
         try:
+            if args.app == "floor":
+                partner = harness.Partner(
+                    slug="floor", secret=secrets.token_hex(16), api_key="", location_id="location_456"
+                )
+                sim, sim_url = start_simulator(logs, webhook_url=None, step_seconds=args.step_seconds)
+                procs.append(sim)
+                floor, floor_url = start_floor(
+                    db_url, logs, sim_url=sim_url, secret=partner.secret, threads=args.floor_threads
+                )
+                procs.append(floor)
+                return measure(args, kind, db_url, floor_url, partner, sim_url, procs)
             harness.run_cli(["migrate"], db_url=db_url)
             partner = harness.create_partner(db_url)
             server_port = harness.free_port()
@@ -360,7 +415,7 @@ def measure(
         time.sleep(2)
     cpu_ours, cpu_sim = cpu_seconds(ours) - cpu_before[0], cpu_seconds(simulator) - cpu_before[1]
     cpu_db = postgres_cpu_seconds() - cpu_before[2]
-    by_pos, external = read_orders(db_url)
+    by_pos, external = read_floor_orders(db_url) if args.app == "floor" else read_orders(db_url)
     booked_by_order = {external[ext]: at for ext, at in booked.items() if ext in external}
     quoted_by_order = {
         external[ext]: at for ext, at in received(sim_url, ("quote",), booked_only=False).items() if ext in external
@@ -387,9 +442,14 @@ def measure(
     for sent in sent_all:
         statuses[str(sent.status)] = statuses.get(str(sent.status), 0) + 1
     asap = [s for s in sent_all if not s.future]
+    if args.app == "floor":
+        workers = f"floor, {args.floor_threads} dispatcher threads"
+    else:
+        workers = "embedded worker" if args.workers == 0 else f"{args.workers} worker processes"
     return Summary(
         database=kind,
-        workers="embedded worker" if args.workers == 0 else f"{args.workers} worker processes",
+        workers=workers,
+        app=args.app,
         rate=args.rate,
         duration=args.duration,
         posted=len(asap),
@@ -418,6 +478,8 @@ def main() -> None:
     """Command line: one run per database, printed (and written as JSON with --json)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--app", choices=("orderstream", "floor"), default="orderstream", help="floor: see docstring")
+    parser.add_argument("--floor-threads", type=int, default=8, help="the floor's dispatcher threads (--app floor)")
     parser.add_argument("--rate", type=float, default=100.0, help="ASAP orders per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of ASAP load")
     parser.add_argument("--future", type=int, default=120, help="how many future orders")
@@ -430,6 +492,13 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="extra NAME=VALUE for serve/worker (repeatable)")
     parser.add_argument("--json", type=Path, help="also write the summaries to this file")
     args = parser.parse_args()
+    if args.app == "floor":
+        if args.db != "postgres":
+            parser.error("--app floor runs on PostgreSQL only: pass --db postgres")
+        if args.future > 0:
+            parser.error("--app floor dispatches ASAP orders only: pass --future 0")
+        if args.workers or args.lifecycle or args.env:
+            parser.error("--workers, --lifecycle and --env are orderstream's: not with --app floor")
     kinds = ("sqlite", "postgres") if args.db == "both" else (args.db,)
     print(machine(), flush=True)
     results = []
