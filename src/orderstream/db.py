@@ -37,13 +37,8 @@ def insert_ignoring(dialect: str, table: sa.Table, **conflict: Any) -> Any:
 
 
 def locked(conn: Connection, stmt: sa.Select[Any], **for_update: Any) -> sa.Select[Any]:
-    """The SELECT locking its rows until the transaction ends, on PostgreSQL; SQLite has one writer anyway.
-
-    The lock is FOR NO KEY UPDATE (we never change a key): it keeps the row's other writers out, but not the
-    rows that refer to it. Inserting an order's history or notification takes a KEY SHARE lock on the order
-    (the foreign key check), which FOR UPDATE would make wait for the lock holder's whole transaction.
-    """
-    return stmt.with_for_update(key_share=True, **for_update) if conn.dialect.name == "postgresql" else stmt
+    """The SELECT locking its rows until the transaction ends, on PostgreSQL; SQLite has one writer anyway."""
+    return stmt.with_for_update(**for_update) if conn.dialect.name == "postgresql" else stmt
 
 
 class LockedSelect:
@@ -51,7 +46,7 @@ class LockedSelect:
 
     def __init__(self, stmt: sa.Select[Any], **for_update: Any) -> None:
         self._plain = stmt
-        self._locking = stmt.with_for_update(key_share=True, **for_update)
+        self._locking = stmt.with_for_update(**for_update)
 
     def on(self, conn: Connection) -> sa.Select[Any]:
         """The variant for this connection's database."""

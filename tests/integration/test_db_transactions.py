@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 
 from orderstream.db import Database, LockedSelect, after_commit, in_values
-from orderstream.orders import service as orders_service
 from orderstream.orders.models import orders
-from tests.factories import PartnerFixture
-from tests.orders_api_helpers import seed_order
 
 
 def test_after_commit_callbacks_run_on_commit_only(db: Database) -> None:
@@ -36,7 +32,7 @@ def test_locked_select_locks_on_postgresql_only(db: Database) -> None:
     prebuilt = LockedSelect(sa.select(orders.c.id).where(orders.c.id == sa.bindparam("b_id")))
     with db.write() as conn:
         sql = str(prebuilt.on(conn).compile(conn))
-        assert ("FOR NO KEY UPDATE" in sql) == (conn.dialect.name == "postgresql")
+        assert ("FOR UPDATE" in sql) == (conn.dialect.name == "postgresql")
         assert prebuilt.on(conn) is prebuilt.on(conn)  # built once, not per call
         assert conn.execute(prebuilt.on(conn), {"b_id": "no-such-order"}).first() is None
 
@@ -85,25 +81,3 @@ def test_in_values_writes_its_constants_into_the_sql(db: Database) -> None:
     assert compiled.params == {}
     with db.read() as conn:
         assert conn.execute(stmt).all() == []
-
-
-def test_a_locked_order_still_takes_history_and_notifications_from_other_transactions(
-    db: Database, partner: PartnerFixture
-) -> None:
-    """The order lock keeps other writers of the order out, not inserts of rows that refer to it: their foreign
-    key check (KEY SHARE) waited for the lock holder's whole transaction under FOR UPDATE (PostgreSQL)."""
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("row locks are PostgreSQL's; SQLite has one writer at a time")
-    order_id = seed_order(db, partner)
-    with db.write() as holder:
-        assert orders_service.get_order_for_update(holder, order_id=order_id) is not None
-        with db.engine.connect() as other:
-            other.exec_driver_sql("SET lock_timeout = '2s'")
-            entry = orders_service.history_entry(actor="system", kind="note", reason="while locked")
-            orders_service.insert_history(other, entry, order_id=order_id, inbound_event_id=None)
-            other.commit()
-        with db.engine.connect() as writer:  # another writer of the order still waits
-            writer.exec_driver_sql("SET lock_timeout = '200ms'")
-            with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
-                orders_service.lock_order(writer, order_id=order_id)
-            writer.rollback()

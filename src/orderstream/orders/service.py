@@ -18,9 +18,7 @@ _INSERT_HISTORY_ROWS = sa.insert(order_history).returning(order_history.c.id)
 _SELECT_ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type))
 _SELECT_ORDER_LOCKED = LockedSelect(_SELECT_ORDER)
 _LOCK_ORDER = (
-    sa.select(orders.c.id)
-    .where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type))
-    .with_for_update(key_share=True)  # FOR NO KEY UPDATE, as db.locked() explains
+    sa.select(orders.c.id).where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type)).with_for_update()
 )
 
 
