@@ -42,6 +42,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -117,6 +118,9 @@ class Summary:
     cpu_ms_per_order: float = 0.0  # the app's processes (serve and workers, or the floor): intake + dispatch
     simulator_cpu_ms_per_order: float = 0.0
     postgres_cpu_ms_per_order: float | None = None  # every PostgreSQL process of the machine (PostgreSQL runs)
+    # serve's embedded worker, by job kind: handler threads' CPU per order and runs per order (from /metrics)
+    job_cpu_ms_per_order: dict[str, float] = field(default_factory=dict)
+    job_runs_per_order: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         """Human-readable result lines."""
@@ -136,6 +140,17 @@ class Summary:
             f"  dispatch lag  p50 {_ms(self.lag_p50_ms)}  p99 {_ms(self.lag_p99_ms)}  max {_ms(self.lag_max_ms)}  "
             f"booked {self.booked}, missing {self.missing}  (goal p99 <= {GOAL_LAG_P99_MS:g} ms: {goal})",
             f"    of which until the quote request: p50 {_ms(self.to_quote_p50_ms)}  p99 {_ms(self.to_quote_p99_ms)}",
+            *(
+                [
+                    "  job handlers' CPU per order (runs per order): "
+                    + ", ".join(
+                        f"{kind} {ms:g} ms ({self.job_runs_per_order.get(kind, 0):g})"
+                        for kind, ms in sorted(self.job_cpu_ms_per_order.items(), key=lambda kv: -kv[1])
+                    )
+                ]
+                if self.job_cpu_ms_per_order
+                else []
+            ),
             f"  schedule err  p50 {_ms(self.schedule_error_p50_ms)}  p99 {_ms(self.schedule_error_p99_ms)}  "
             f"max {_ms(self.schedule_error_max_ms)}  booked {self.future_booked}/{self.future_posted}  "
             f"(goal p99 <= {GOAL_SCHEDULE_P99_MS:g} ms: {sched_goal})",
@@ -199,6 +214,18 @@ def start_floor(
 def cpu_seconds(procs: list[harness.ManagedProcess]) -> float:
     """User + system CPU the processes used so far."""
     return sum(process_cpu_seconds(proc.pid) for proc in procs)
+
+
+def job_counters(base_url: str) -> dict[str, dict[str, float]]:
+    """Per job kind, from serve's /metrics: handler CPU seconds ("cpu") and runs ("runs") so far."""
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    out: dict[str, dict[str, float]] = {"cpu": {}, "runs": {}}
+    for family in text_string_to_metric_families(text):
+        which = {"orderstream_job_cpu_seconds": "cpu", "orderstream_jobs_claimed": "runs"}.get(family.name)
+        for sample in family.samples:
+            if which and sample.name.endswith("_total"):
+                out[which][sample.labels["kind"]] = sample.value
+    return out
 
 
 def _answers(url: str) -> bool:
@@ -402,6 +429,8 @@ def measure(
     url = f"{base_url}/pos/{partner.slug}/webhook"
     baseline = len(warm_up(url, partner, sim_url))
     ours, simulator = procs[1:], procs[:1]
+    embedded = args.app == "orderstream" and args.workers == 0
+    jobs_before = job_counters(base_url) if embedded else None
     cpu_before = (cpu_seconds(ours), cpu_seconds(simulator), postgres_cpu_seconds())
     asyncio.run(post_orders(url, partner.secret, events))
 
@@ -415,6 +444,15 @@ def measure(
         time.sleep(2)
     cpu_ours, cpu_sim = cpu_seconds(ours) - cpu_before[0], cpu_seconds(simulator) - cpu_before[1]
     cpu_db = postgres_cpu_seconds() - cpu_before[2]
+    per_order = 1 / max(1, len(accepted))
+    job_cpu: dict[str, float] = {}
+    job_runs: dict[str, float] = {}
+    if jobs_before is not None:
+        jobs_after = job_counters(base_url)
+        for job_kind, seconds in jobs_after["cpu"].items():
+            job_cpu[job_kind] = round((seconds - jobs_before["cpu"].get(job_kind, 0.0)) * 1000 * per_order, 2)
+        for job_kind, runs in jobs_after["runs"].items():
+            job_runs[job_kind] = round((runs - jobs_before["runs"].get(job_kind, 0.0)) * per_order, 2)
     by_pos, external = read_floor_orders(db_url) if args.app == "floor" else read_orders(db_url)
     booked_by_order = {external[ext]: at for ext, at in booked.items() if ext in external}
     quoted_by_order = {
@@ -471,6 +509,8 @@ def measure(
         cpu_ms_per_order=round(cpu_ours * 1000 / max(1, len(accepted)), 1),
         simulator_cpu_ms_per_order=round(cpu_sim * 1000 / max(1, len(accepted)), 1),
         postgres_cpu_ms_per_order=round(cpu_db * 1000 / max(1, len(accepted)), 1) if kind == "postgres" else None,
+        job_cpu_ms_per_order=job_cpu,
+        job_runs_per_order=job_runs,
     )
 
 

@@ -80,6 +80,30 @@ def test_worker_runs_a_job_and_marks_it_done(db: Database, db_url: str) -> None:
     assert _metric("orderstream_job_queue_lag_seconds_count", kind) == 1
 
 
+def test_job_cpu_counts_the_handler_thread_cpu_not_its_waits(db: Database, db_url: str) -> None:
+    busy, idle = unique_kind("busy"), unique_kind("idle")
+    registry = JobRegistry()
+
+    def burn(ctx: JobContext) -> None:
+        end = time.thread_time() + 0.2
+        while time.thread_time() < end:
+            pass
+
+    registry.register(JobKind(busy, burn))
+    registry.register(JobKind(idle, lambda ctx: time.sleep(0.3)))
+    with running_worker(db, worker_settings(db_url), registry):
+        ids = [_enqueue(db, busy), _enqueue(db, idle)]
+        wait_for(lambda: all(job_status(db, job_id) == "done" for job_id in ids))
+    busy_cpu, idle_cpu = (
+        _metric("orderstream_job_cpu_seconds_total", busy),
+        _metric("orderstream_job_cpu_seconds_total", idle),
+    )
+    assert busy_cpu is not None
+    assert 0.2 <= busy_cpu < 1.0
+    assert idle_cpu is not None
+    assert idle_cpu < 0.1
+
+
 def test_retryable_error_backs_off_then_succeeds(db: Database, db_url: str) -> None:
     kind, seen = unique_kind("retry"), Recorder()
 

@@ -21,6 +21,9 @@ JOB_RUN_SECONDS = Histogram(
     ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+JOB_CPU_SECONDS = Counter(
+    "orderstream_job_cpu_seconds_total", "CPU time of job handlers (their threads; waits excluded)", ["kind"]
+)
 JOB_QUEUE_LAG_SECONDS = Histogram(
     "orderstream_job_queue_lag_seconds",
     "Delay from a job's run_at to the start of its attempt",

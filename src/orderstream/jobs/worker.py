@@ -312,7 +312,7 @@ class Worker:
         )
         with self._lock:
             self._running[job.id] = _Running(job, context, self._leases[job.kind])
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         failure: Exception | None = None
         token = CURRENT_JOB.set(context)
         try:
@@ -322,6 +322,7 @@ class Worker:
         finally:
             CURRENT_JOB.reset(token)
         metrics.of_kind(metrics.JOB_RUN_SECONDS, job.kind).observe(time.perf_counter() - started)
+        metrics.of_kind(metrics.JOB_CPU_SECONDS, job.kind).inc(time.thread_time() - cpu_started)
         with self._lock:
             self._running.pop(job.id, None)  # no more heartbeats: the outcome ends the lease
         if failure is None:
