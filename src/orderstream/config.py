@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # the longest a worker sleeps without a wake-up signal; the only cross-process signal on SQLite
     worker_idle_poll_seconds: float = 1.0
     worker_shutdown_timeout_seconds: float = 30.0
+    # done jobs are deleted this long after they finished (dead ones stay for operators); 0 keeps every job
+    jobs_done_retention_hours: float = Field(default=168.0, ge=0)
+    jobs_prune_interval_seconds: float = Field(default=3600.0, gt=0)  # each worker prunes this often
 
     # --- own-drivers: worker wake-up across processes on SQLite (see jobs/worker.py) ---
     # `orderstream worker` on SQLite checks every this many seconds whether another process committed

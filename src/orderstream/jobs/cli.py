@@ -9,9 +9,10 @@ from typing import Any
 import typer
 
 from orderstream import cli_support
-from orderstream.jobs import runtime
+from orderstream.config import load_settings
+from orderstream.jobs import retention, runtime
 
-jobs_app = typer.Typer(help="Background jobs: list, stats, retry dead ones.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Background jobs: list, stats, retry dead ones, prune done ones.", no_args_is_help=True)
 
 
 class Status(StrEnum):
@@ -108,3 +109,28 @@ def stats_command(as_json: bool = typer.Option(False, "--json")) -> None:
             f"{row['kind']:<{width}} {row['pending']:>8} {row['running']:>8} {row['dead']:>8} {row['done']:>10}  "
             f"{'-' if lag is None else lag}"
         )
+
+
+@jobs_app.command("prune")
+def prune_command(
+    older_than_hours: float = typer.Option(
+        None, "--older-than-hours", min=0, help="default: ORDERSTREAM_JOBS_DONE_RETENTION_HOURS"
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Delete done jobs that finished more than the retention ago now (workers also do it every interval)."""
+    hours = load_settings().jobs_done_retention_hours if older_than_hours is None else older_than_hours
+    if hours <= 0 and older_than_hours is None:
+        message = "ORDERSTREAM_JOBS_DONE_RETENTION_HOURS is 0 (keep every job): pass --older-than-hours"
+        typer.echo(json.dumps({"error": {"code": "retention_off", "message": message}}), err=True)
+        raise typer.Exit(code=1)
+    older_than = retention.cutoff(hours)
+    db = cli_support.open_db(pool_size=1)
+    try:
+        deleted = retention.prune(db, older_than=older_than)
+    finally:
+        db.dispose()
+    if as_json:
+        typer.echo(json.dumps({"deleted": deleted, "finished_before": older_than.isoformat()}))
+    else:
+        typer.echo(f"deleted {deleted} done jobs that finished before {older_than.isoformat(timespec='seconds')}")

@@ -15,6 +15,7 @@ JOBS_DEAD = Counter("orderstream_jobs_dead_total", "Jobs dead-lettered: permanen
 JOBS_LEASE_LOST = Counter(
     "orderstream_jobs_lease_lost_total", "Attempts whose lease expired or was taken before they finished", ["kind"]
 )
+JOBS_PRUNED = Counter("orderstream_jobs_pruned_total", "Done jobs deleted after their retention (this process)")
 JOB_RUN_SECONDS = Histogram(
     "orderstream_job_run_seconds",
     "Handler run time",

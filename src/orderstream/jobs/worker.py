@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection
 
 from orderstream.config import Settings
 from orderstream.db import Database, utcnow
-from orderstream.jobs import metrics, runtime
+from orderstream.jobs import metrics, retention, runtime
 from orderstream.jobs.outbox import ENQUEUED_DUE_KEY, ENQUEUED_FLAG, NOTIFY_CHANNEL, REQUEST_ID_KEY, read_notice
 from orderstream.jobs.registry import CURRENT_JOB, JobContext, JobKind, JobRegistry, PermanentError, RetryableError
 from orderstream.jobs.runtime import ClaimedJob
@@ -48,6 +48,7 @@ HEARTBEAT_FRACTION = 1 / 3
 # How long a wait may run past its target: guards against a hot loop when due rows are locked elsewhere.
 MIN_WAIT_SECONDS = 0.005
 LISTEN_PING_SECONDS = 30.0
+PRUNE_FIRST_SECONDS = 60.0  # the first pruning after a start: not in the way of the start itself
 OUTCOME_RETRIES = (0.2, 1.0, 3.0)
 
 
@@ -131,6 +132,8 @@ class Worker:
             self._threads.append(threading.Thread(target=self._listen_loop, name="job-listener", daemon=True))
         if self._watch:
             self._threads.append(threading.Thread(target=self._watch_loop, name="job-watcher", daemon=True))
+        if self.settings.jobs_done_retention_hours > 0:
+            self._threads.append(threading.Thread(target=self._prune_loop, name="job-pruner", daemon=True))
         for thread in [*self._handlers, *self._threads]:
             thread.start()
         log.info(
@@ -400,6 +403,22 @@ class Worker:
                         "lease lost while the job was running",
                         extra={"job_id": running.job.id, "kind": running.job.kind},
                     )
+
+    def _prune_loop(self) -> None:
+        """Delete done jobs past their retention, first soon after the start, then every interval."""
+        interval = self.settings.jobs_prune_interval_seconds
+        wait = min(interval, PRUNE_FIRST_SECONDS)
+        while not self._stopping.wait(wait):
+            wait = interval
+            try:
+                older_than = retention.cutoff(self.settings.jobs_done_retention_hours)
+                deleted = retention.prune(self.db, older_than=older_than, stop=self._stopping)
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.warning("pruning done jobs failed", exc_info=True, extra={"retry_in": interval})
+                continue
+            if deleted:
+                metrics.JOBS_PRUNED.inc(deleted)
+                log.info("done jobs pruned", extra={"deleted": deleted, "finished_before": older_than.isoformat()})
 
     # -- PostgreSQL LISTEN -----------------------------------------------------------------------
 
