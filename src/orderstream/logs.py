@@ -225,6 +225,11 @@ def configure(level: str = "INFO", fmt: LogFormat = "json", stream: Any = None) 
         lib = logging.getLogger(name)
         lib.handlers.clear()
         lib.propagate = True
+    # httpx logs every request with its full URL at INFO (a POS webhook URL may carry a token in its query):
+    # our own lines say what was called and why; httpx's come back with DEBUG
+    quiet = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)
     return handler
 
 

@@ -153,3 +153,24 @@ def test_configure_replaces_its_own_handler_only() -> None:
     finally:
         root.removeHandler(second)
         root.setLevel(level)
+
+
+def test_httpx_request_lines_only_at_debug() -> None:
+    root = logging.getLogger()
+    level = root.level
+    out = io.StringIO()
+    try:
+        handler = logs.configure("INFO", "text", out)
+        logging.getLogger("httpx").info('HTTP Request: POST https://pos.example/hook?token=s3cret "HTTP/1.1 200 OK"')
+        logging.getLogger("httpx").warning("httpx warning")
+        assert "s3cret" not in out.getvalue()
+        assert "httpx warning" in out.getvalue()
+        root.removeHandler(handler)
+        handler = logs.configure("DEBUG", "text", out)
+        logging.getLogger("httpx").info("HTTP Request: GET https://example.test/ok")
+        assert "example.test/ok" in out.getvalue()
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
