@@ -101,9 +101,10 @@ def test_unfinished_booking_is_resumed_without_a_second_delivery(db_url: str, mo
             )  # fmt: skip
         quote = provider.quote(request)
         with stack.db.write() as conn:
-            service.insert_attempt(
-                conn, order_id=order_id, number=1, provider="doordash", quote=quote, request=request, context={}
+            values = service.attempt_values(
+                order_id=order_id, number=1, provider="doordash", quote=quote, request=request, context={}
             )
+            service.insert_attempt(conn, values)
         provider.book(request, quote)  # ...and the worker is killed here
         registry.close()
         # a new worker: the original dispatch job is still due

@@ -222,18 +222,10 @@ def _book_new(
         "strategy": rnd.policy.strategy.value,
         "quotes": rnd.quotes,
     }
-    with ctx.db.write() as conn:
-        if not service.lock_dispatchable(conn, rnd.order["id"]):
-            return "stopped"
-        attempt = service.insert_attempt(
-            conn,
-            order_id=rnd.order["id"],
-            number=number,
-            provider=provider.name,
-            quote=quote,
-            request=request,
-            context=context,
-        )
+    values = service.attempt_values(
+        order_id=rnd.order["id"], number=number, provider=provider.name, quote=quote, request=request, context=context
+    )
+    attempt = service.start_attempt(ctx.db, values)
     if attempt is None:
         return "stopped"
     return _book(ctx, provider, rnd, attempt, request, quote)

@@ -9,13 +9,14 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from orderstream.config import Settings, load_settings
-from orderstream.db import LockedSelect, insert_ignoring, prefixed, unprefixed, utcnow
+from orderstream.db import Database, LockedSelect, in_values, insert_ignoring, prefixed, unprefixed, utcnow
 from orderstream.deliveries import policy as rules
 from orderstream.deliveries.models import delivery_attempts, dispatch_policies, provider_webhook_events
 from orderstream.deliveries.protocol import (
@@ -35,7 +36,7 @@ from orderstream.orders import domain
 from orderstream.orders import service as orders_service
 from orderstream.orders.events import DeliveryStatusChanged, OrderStatusChanged
 from orderstream.orders.handlers import publish
-from orderstream.orders.models import order_line_items, orders
+from orderstream.orders.models import order_history, order_line_items, orders
 from orderstream.tenancy.models import locations
 
 log = logging.getLogger("orderstream.deliveries")
@@ -314,19 +315,12 @@ def next_number(conn: Connection, order_id: str) -> int:
     return int(top or 0) + 1
 
 
-def insert_attempt(
-    conn: Connection,
-    *,
-    order_id: str,
-    number: int,
-    provider: str,
-    quote: Quote | None,
-    request: DeliveryRequest,
-    context: dict[str, Any],
-) -> RowMapping | None:
-    """Start an attempt in state `booking` and return it; None when the order already has an active one."""
+def attempt_values(
+    *, order_id: str, number: int, provider: str, quote: Quote | None, request: DeliveryRequest, context: dict[str, Any]
+) -> dict[str, Any]:
+    """The columns of attempt `number` of an order, starting (state `booking`) with this quote and request."""
     now = utcnow()
-    values = {
+    return {
         "order_id": order_id,
         "number": number,
         "active_order_id": order_id,
@@ -347,18 +341,85 @@ def insert_attempt(
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _booking_history(values: dict[str, Any]) -> dict[str, Any]:
+    """The history entry of an attempt starting (history_entry(), without order_id)."""
+    return orders_service.history_entry(
+        actor=str(values["context"].get("actor") or domain.Actor.SYSTEM.value),
+        kind="delivery",
+        reason="delivery booking",
+        details={
+            "attempt": values["number"],
+            "provider": values["provider"],
+            "fee": values["fee"],
+            "external_id": values["external_id"],
+        },
+    )
+
+
+def insert_attempt(conn: Connection, values: dict[str, Any]) -> RowMapping | None:
+    """Insert an attempt (attempt_values()) with its history line; None when the order already has an active one."""
     row = conn.execute(_INSERT_ATTEMPT[conn.dialect.name], values).mappings().first()
     if row is None:
         return None
-    orders_service.record_history(
-        conn,
-        order_id=order_id,
-        actor=str(context.get("actor") or domain.Actor.SYSTEM.value),
-        kind="delivery",
-        reason="delivery booking",
-        details={"attempt": number, "provider": provider, "fee": values["fee"], "external_id": request.external_id},
-    )
+    orders_service.insert_history(conn, _booking_history(values), order_id=values["order_id"], inbound_event_id=None)
     return row
+
+
+@cache
+def _start_attempt_statement(names: tuple[str, ...], history_names: tuple[str, ...]) -> Any:
+    """PostgreSQL: lock the order if still dispatchable, insert the attempt and its history line; one statement.
+
+    names: the attempt's columns (attempt_values), history_names: the history entry's (_booking_history).
+    """
+    order_id = sa.bindparam("order_id", type_=orders.c.id.type)
+    dispatchable = (
+        sa.select(orders.c.id)
+        .where(
+            orders.c.id == order_id,
+            in_values(orders.c.fulfillment_type, sorted(t.value for t in domain.DISPATCHED_TYPES)),
+            sa.not_(in_values(orders.c.status, sorted(s.value for s in domain.TERMINAL))),
+        )
+        .with_for_update()
+        .cte("dispatchable_order")
+    )
+    attempt = (
+        insert_ignoring("postgresql", delivery_attempts)
+        .from_select(
+            list(names),
+            sa.select(*[sa.bindparam(name, type_=delivery_attempts.c[name].type) for name in names]).select_from(
+                dispatchable
+            ),
+        )
+        .returning(*delivery_attempts.c)
+        .cte("new_attempt")
+    )
+    history = sa.insert(order_history).from_select(
+        ["order_id", *history_names],
+        sa.select(
+            attempt.c.order_id,
+            *[sa.bindparam(f"h_{name}", type_=order_history.c[name].type) for name in history_names],
+        ),
+    )
+    return sa.select(*attempt.c).add_cte(history.cte("attempt_history"))
+
+
+def start_attempt(db: Database, values: dict[str, Any]) -> RowMapping | None:
+    """Start an attempt (attempt_values()) if its order is still dispatchable and has no active attempt.
+
+    Returns the attempt, or None (not dispatchable any more, or another attempt is active). On PostgreSQL the
+    lock, the attempt and its history line are one self-committing statement; on SQLite one transaction.
+    """
+    if db.is_sqlite:
+        with db.write() as conn:
+            return insert_attempt(conn, values) if lock_dispatchable(conn, values["order_id"]) else None
+    entry = _booking_history(values)
+    stmt = _start_attempt_statement(tuple(values), tuple(entry))
+    with db.atomic_statements() as conn:
+        return (
+            conn.execute(stmt, {**values, **{f"h_{name}": value for name, value in entry.items()}}).mappings().first()
+        )
 
 
 def stored_quote(attempt: RowMapping) -> Quote | None:

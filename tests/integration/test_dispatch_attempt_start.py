@@ -1,0 +1,141 @@
+"""Starting a delivery attempt (service.start_attempt) on SQLite and PostgreSQL: what it writes and refuses."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from orderstream.config import Settings
+from orderstream.db import PSYCOPG_CACHE_LIMITS, Database
+from orderstream.deliveries import service
+from orderstream.deliveries.models import delivery_attempts
+from orderstream.deliveries.policy import external_id
+from orderstream.deliveries.protocol import DeliveryRequest, Quote
+from orderstream.orders.models import order_history, orders
+from tests.factories import PartnerFixture
+from tests.orders_api_helpers import seed_order
+
+
+@pytest.fixture
+def statements(db: Database) -> Iterator[list[str]]:
+    """Every statement sent to the database while the test runs."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(db.engine, "before_cursor_execute", record)
+
+
+def _request(db: Database, order_id: str, number: int = 1) -> DeliveryRequest:
+    with db.read() as conn:
+        facts = service.dispatch_facts(conn, order_id, settings=Settings())
+        assert facts is not None
+        return service.delivery_request(
+            conn, order=facts.order, location=facts.location, external_id=external_id(order_id, number),
+            pickup_ready_at=None, dropoff_deadline=None,
+        )  # fmt: skip
+
+
+def _start(db: Database, order_id: str, number: int = 1, request: DeliveryRequest | None = None) -> Any:
+    request = request or _request(db, order_id, number)
+    quote = Quote(
+        provider="doordash", external_id=request.external_id, quote_id="q-1", fee=975, currency="USD",
+        pickup_eta=None, dropoff_eta=None, expires_at=None,
+    )  # fmt: skip
+    context = {"actor": "operator", "exclude": ["uber"]}
+    return service.start_attempt(
+        db, service.attempt_values(
+            order_id=order_id, number=number, provider="doordash", quote=quote, request=request, context=context
+        ),
+    )  # fmt: skip
+
+
+def _rows(db: Database, order_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    with db.read() as conn:
+        attempts = conn.execute(sa.select(delivery_attempts).where(delivery_attempts.c.order_id == order_id))
+        history = conn.execute(
+            sa.select(order_history).where(order_history.c.order_id == order_id, order_history.c.kind == "delivery")
+        )
+        return [dict(r) for r in attempts.mappings()], [dict(r) for r in history.mappings()]
+
+
+def test_start_attempt_writes_the_attempt_and_its_history_line(
+    db: Database, partner: PartnerFixture, statements: list[str]
+) -> None:
+    order_id = seed_order(db, partner)
+    request = _request(db, order_id)
+    statements.clear()
+    attempt = _start(db, order_id, request=request)
+    assert attempt is not None
+    sent = [s for s in statements if not s.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
+    if not db.is_sqlite:
+        # the order's lock, the dispatchability check, the attempt and its history line: one self-committing statement
+        assert len(sent) == 1, sent
+        assert len(statements) == 1, statements
+        assert len(sent[0]) <= PSYCOPG_CACHE_LIMITS[0]
+    [stored], [line] = _rows(db, order_id)
+    assert dict(attempt) == stored
+    assert (stored["number"], stored["state"], stored["provider"]) == (1, "booking", "doordash")
+    assert (stored["external_id"], stored["active_order_id"]) == (request.external_id, order_id)
+    assert (stored["quote_id"], stored["fee"], stored["currency"]) == ("q-1", 975, "usd")
+    assert stored["context"] == {"actor": "operator", "exclude": ["uber"]}
+    assert (line["actor"], line["reason"]) == ("operator", "delivery booking")
+    assert line["details"] == {"attempt": 1, "provider": "doordash", "fee": 975, "external_id": request.external_id}
+
+
+def test_start_attempt_refuses_a_second_active_attempt(db: Database, partner: PartnerFixture) -> None:
+    order_id = seed_order(db, partner)
+    assert _start(db, order_id) is not None
+    assert _start(db, order_id, number=2) is None
+    attempts, lines = _rows(db, order_id)
+    assert [a["number"] for a in attempts] == [1]
+    assert len(lines) == 1
+
+
+@pytest.mark.parametrize(("fulfillment_type", "status"), [("delivery", "canceled"), ("pickup", "received")])
+def test_start_attempt_refuses_an_order_not_dispatchable(
+    db: Database, partner: PartnerFixture, fulfillment_type: str, status: str
+) -> None:
+    order_id = seed_order(db, partner)
+    with db.write() as conn:  # the order changed after the round read it
+        conn.execute(
+            sa.update(orders).where(orders.c.id == order_id).values(fulfillment_type=fulfillment_type, status=status)
+        )
+    assert _start(db, order_id) is None
+    assert _rows(db, order_id) == ([], [])
+
+
+def test_start_attempt_for_an_unknown_order_writes_nothing(db: Database, partner: PartnerFixture) -> None:
+    order_id = seed_order(db, partner)
+    request = _request(db, order_id)
+    values = service.attempt_values(
+        order_id="ord_missing", number=1, provider="doordash", quote=None, request=request, context={}
+    )
+    attempt = service.start_attempt(db, values)
+    assert attempt is None
+    assert _rows(db, "ord_missing") == ([], [])
+
+
+def test_start_attempt_waits_for_a_cancel_in_flight_and_then_refuses(db: Database, partner: PartnerFixture) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL only: SQLite has one writer, so a cancel cannot be in flight during the start")
+    order_id = seed_order(db, partner)
+    request = _request(db, order_id)
+    result: list[Any] = []
+    with db.write() as conn:  # a cancel holding the order's lock
+        conn.execute(sa.select(orders.c.id).where(orders.c.id == order_id).with_for_update())
+        starter = threading.Thread(target=lambda: result.append(_start(db, order_id, request=request)))
+        starter.start()
+        starter.join(0.5)
+        assert starter.is_alive(), "the start must wait for the order's lock"
+        conn.execute(sa.update(orders).where(orders.c.id == order_id).values(status="canceled"))
+    starter.join(10)
+    assert result == [None]
+    assert _rows(db, order_id) == ([], [])
