@@ -1,4 +1,4 @@
-"""Starting a delivery attempt (service.start_attempt) on SQLite and PostgreSQL: what it writes and refuses."""
+"""A dispatch round's database steps on SQLite and PostgreSQL: its reads, and starting an attempt (start_attempt)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from orderstream.deliveries import service
 from orderstream.deliveries.models import delivery_attempts
 from orderstream.deliveries.policy import external_id
 from orderstream.deliveries.protocol import DeliveryRequest, Quote
-from orderstream.orders.models import order_history, orders
+from orderstream.orders.models import order_history, order_line_items, orders
 from tests.factories import PartnerFixture
 from tests.orders_api_helpers import seed_order
 
@@ -39,7 +39,7 @@ def _request(db: Database, order_id: str, number: int = 1) -> DeliveryRequest:
         assert facts is not None
         return service.delivery_request(
             conn, order=facts.order, location=facts.location, external_id=external_id(order_id, number),
-            pickup_ready_at=None, dropoff_deadline=None,
+            pickup_ready_at=None, dropoff_deadline=None, items=facts.items,
         )  # fmt: skip
 
 
@@ -139,3 +139,25 @@ def test_start_attempt_waits_for_a_cancel_in_flight_and_then_refuses(db: Databas
     starter.join(10)
     assert result == [None]
     assert _rows(db, order_id) == ([], [])
+
+
+def test_dispatch_facts_bring_the_line_items_in_their_order(
+    db: Database, partner: PartnerFixture, statements: list[str]
+) -> None:
+    order_id = seed_order(db, partner)
+    with db.write() as conn:  # two more lines, stored out of order
+        for position, name in ((7, "Pie"), (5, "Shake")):
+            conn.execute(
+                sa.insert(order_line_items).values(
+                    order_id=order_id, position=position, name=name, quantity=position, price_amount=350 * position,
+                    price_currency="usd", modifiers=[],
+                )
+            )  # fmt: skip
+    statements.clear()
+    request = _request(db, order_id)
+    items = [(i.name, i.quantity, i.price) for i in request.items]
+    assert items[0] == ("Cheeseburger", 2, 1200)  # seed_order's lines come first, then these two by position
+    assert items[-2:] == [("Shake", 5, 1750), ("Pie", 7, 2450)]
+    # PostgreSQL: one read for the facts and the items; SQLite reads the items apart
+    reads = [s for s in statements if not s.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
+    assert len(reads) == (2 if db.is_sqlite else 1), reads

@@ -26,6 +26,7 @@ from orderstream.deliveries.protocol import (
     DeliveryRequest,
     DeliverySnapshot,
     DeliveryStatus,
+    Item,
     ProviderError,
     ProviderRejected,
     Quote,
@@ -67,6 +68,7 @@ class _Round:
     exclude: list[str]
     only: str | None
     actor: str
+    items: tuple[Item, ...] | None  # the order's line items when read with the facts (else each request reads them)
     reasons: list[str] = field(default_factory=list)
     quotes: dict[str, int] = field(default_factory=dict)  # provider -> fee of this round's quotes
 
@@ -78,6 +80,7 @@ class _Round:
             external_id=rules.external_id(self.order["id"], number),
             pickup_ready_at=self.pickup_ready_at,
             dropoff_deadline=self.dropoff_deadline,
+            items=self.items,
         )
 
 
@@ -108,6 +111,7 @@ def dispatch(ctx: JobContext) -> None:
             exclude=[str(p) for p in ctx.payload.get("exclude") or []],
             only=ctx.payload.get("only"),
             actor=str(ctx.payload.get("actor") or domain.Actor.SYSTEM.value),
+            items=facts.items,
         )
         if active is None:
             request = rnd.request(conn, rnd.number)
@@ -245,6 +249,7 @@ def _resume_booking(ctx: JobContext, registry: ProviderRegistry, rnd: _Round, at
             external_id=attempt["external_id"],
             pickup_ready_at=attempt["pickup_ready_at"],
             dropoff_deadline=attempt["dropoff_deadline"],
+            items=rnd.items,
         )
     rnd.exclude = service.excluded(attempt)
     rnd.only = (attempt["context"] or {}).get("only")

@@ -6,13 +6,14 @@ Nothing here calls a provider: jobs call providers outside any transaction and r
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Connection, RowMapping
 
 from orderstream.config import Settings, load_settings
@@ -74,9 +75,26 @@ _SELECT_LAST_NUMBER = sa.select(sa.func.max(delivery_attempts.c.number)).where(
     delivery_attempts.c.order_id == _ORDER_ID
 )
 _SELECT_ORDER_OF = sa.select(delivery_attempts.c.order_id).where(delivery_attempts.c.id == _ATTEMPT_ID)
+# PostgreSQL: the order's line items as one JSON array of [name, quantity, price_amount], in their order
+_LINE_ITEMS_JSON = (
+    sa.select(
+        sa.func.json_agg(
+            aggregate_order_by(
+                sa.func.json_build_array(
+                    order_line_items.c.name, order_line_items.c.quantity, order_line_items.c.price_amount
+                ),
+                order_line_items.c.position,
+            ),
+            type_=sa.JSON(),
+        )
+    )
+    .where(order_line_items.c.order_id == orders.c.id)
+    .scalar_subquery()
+    .label("line_items")
+)
 # a dispatch round's reads in one statement: the order, its location and policy, its attempts' last number and
-# the active one (location and policy columns are prefixed, see dispatch_facts)
-_SELECT_DISPATCH_FACTS = (
+# the active one (location and policy columns are prefixed, see dispatch_facts); on PostgreSQL its line items too
+_SELECT_DISPATCH_FACTS_SQLITE = (
     sa.select(
         orders,
         *prefixed(locations, "location"),
@@ -97,6 +115,10 @@ _SELECT_DISPATCH_FACTS = (
     )
     .where(orders.c.id == _ORDER_ID)
 )
+_SELECT_DISPATCH_FACTS = {
+    "sqlite": _SELECT_DISPATCH_FACTS_SQLITE,
+    "postgresql": _SELECT_DISPATCH_FACTS_SQLITE.add_columns(_LINE_ITEMS_JSON),
+}
 # losing the race for the one active attempt (or any other unique key) inserts nothing and aborts nothing
 _INSERT_ATTEMPT = {
     dialect: insert_ignoring(dialect, delivery_attempts).returning(*delivery_attempts.c)
@@ -179,11 +201,12 @@ class DispatchFacts:
     policy: rules.Policy  # the location's (or the default), narrowed by the order's fulfillment type
     next_number: int
     active_attempt_id: int | None
+    items: tuple[Item, ...] | None = None  # read with the facts on PostgreSQL; None: delivery_request reads them
 
 
 def dispatch_facts(conn: Connection, order_id: str, *, settings: Settings) -> DispatchFacts | None:
     """The order, its location, policy and attempt numbers in one statement; None when there is no such order."""
-    row = conn.execute(_SELECT_DISPATCH_FACTS, {"b_order_id": order_id}).mappings().first()
+    row = conn.execute(_SELECT_DISPATCH_FACTS[conn.dialect.name], {"b_order_id": order_id}).mappings().first()
     if row is None:
         return None
     order = {name: row[name] for name in orders.c.keys()}
@@ -197,7 +220,12 @@ def dispatch_facts(conn: Connection, order_id: str, *, settings: Settings) -> Di
         policy=rules.for_fulfillment(policy, domain.FulfillmentType(order["fulfillment_type"])),
         next_number=int(row["last_attempt_number"] or 0) + 1,
         active_attempt_id=row["active_attempt_id"],
+        items=_items(row["line_items"] or []) if "line_items" in row else None,
     )
+
+
+def _items(rows: Sequence[Sequence[Any]]) -> tuple[Item, ...]:
+    return tuple(Item(name=str(name), quantity=int(quantity), price=int(price)) for name, quantity, price in rows)
 
 
 def get_order(conn: Connection, order_id: str) -> RowMapping | None:
@@ -226,10 +254,12 @@ def delivery_request(
     external_id: str,
     pickup_ready_at: datetime | None,
     dropoff_deadline: datetime | None,
+    items: tuple[Item, ...] | None = None,
 ) -> DeliveryRequest:
-    """What providers need to quote or book one attempt of this order."""
+    """What providers need to quote or book one attempt of this order (items: the order's, when already read)."""
     address = order["delivery_address"] or {}
-    items = conn.execute(_SELECT_LINE_ITEMS, {"b_order_id": order["id"]}).all()
+    if items is None:
+        items = _items(conn.execute(_SELECT_LINE_ITEMS, {"b_order_id": order["id"]}).all())
     amounts = order["amounts"] or {}
     tip = amounts.get("driver_tip") or amounts.get("tip_amount") or 0
     total = int(order["total_amount"] or 0)
@@ -258,7 +288,7 @@ def delivery_request(
         ),
         order_value=total,
         currency=str(order["currency"]).lower(),
-        items=tuple(Item(name=r.name, quantity=int(r.quantity), price=int(r.price_amount)) for r in items),
+        items=items,
         dropoff_instructions=order["fulfillment_instructions"],
         tip=int(tip) if isinstance(tip, int | float) else 0,
         cash_to_collect=total if order["unpaid"] else None,
