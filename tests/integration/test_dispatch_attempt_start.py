@@ -14,7 +14,7 @@ from orderstream.db import PSYCOPG_CACHE_LIMITS, Database
 from orderstream.deliveries import service
 from orderstream.deliveries.models import delivery_attempts
 from orderstream.deliveries.policy import external_id
-from orderstream.deliveries.protocol import DeliveryRequest, Quote
+from orderstream.deliveries.protocol import DeliveryRequest, DeliverySnapshot, DeliveryStatus, Quote
 from orderstream.orders.models import order_history, order_line_items, orders
 from tests.factories import PartnerFixture
 from tests.orders_api_helpers import seed_order
@@ -161,3 +161,42 @@ def test_dispatch_facts_bring_the_line_items_in_their_order(
     # PostgreSQL: one read for the facts and the items; SQLite reads the items apart
     reads = [s for s in statements if not s.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
     assert len(reads) == (2 if db.is_sqlite else 1), reads
+
+
+def test_a_booking_stores_attempt_order_and_history_in_one_statement_on_postgresql(
+    db: Database, partner: PartnerFixture, statements: list[str]
+) -> None:
+    order_id = seed_order(db, partner)
+    started = _start(db, order_id)
+    snapshot = DeliverySnapshot(
+        provider="doordash", external_id=started["external_id"], provider_delivery_id="dd-1",
+        status=DeliveryStatus.ENROUTE_TO_PICKUP, provider_status="enroute_to_pickup", fee=975,
+    )  # fmt: skip
+    statements.clear()
+    with db.write() as conn:
+        locked = service.lock_order_and_attempt(conn, int(started["id"]), order_id=order_id)
+        assert locked is not None
+        order, attempt = locked
+        service.record_booked(
+            conn, order=order, attempt=attempt, snapshot=snapshot, accept_within=None, settings=Settings()
+        )
+    if not db.is_sqlite:
+        [combined] = [s for s in statements if "UPDATE delivery_attempts" in s]
+        assert "UPDATE orders" in combined
+        assert "INSERT INTO order_history" in combined
+    with db.read() as conn:
+        stored = (
+            conn.execute(sa.select(delivery_attempts).where(delivery_attempts.c.id == started["id"])).mappings().one()
+        )
+        status = conn.execute(sa.select(orders.c.delivery_status).where(orders.c.id == order_id)).scalar()
+    assert (stored["state"], stored["delivery_status"], stored["provider_delivery_id"]) == (
+        "booked",
+        "enroute_to_pickup",
+        "dd-1",
+    )
+    assert status == "enroute_to_pickup"
+    _, lines = _rows(db, order_id)
+    assert [(line["from_status"], line["to_status"]) for line in lines] == [
+        (None, None),
+        ("pending", "enroute_to_pickup"),
+    ]

@@ -753,17 +753,15 @@ def _apply_snapshot(
         details["provider_status"] = snapshot.provider_status
         if new in rules.PICKED_UP and attempt["picked_up_at"] is None:
             details["picked_up_at"] = now
-    conn.execute(_UPDATE_ATTEMPT, {"b_attempt_id": attempt["id"], **details})
     if not forward and not force_event:
+        conn.execute(_UPDATE_ATTEMPT, {"b_attempt_id": attempt["id"], **details})
         return "applied"
     if order is None:
         order = orders_service.get_order_for_update(conn, order_id=attempt["order_id"])
         assert order is not None
-    conn.execute(_UPDATE_ORDER, {"b_order_id": order["id"], "delivery_status": new.value, "updated_at": now})
+    history = None
     if forward:
-        orders_service.record_history(
-            conn,
-            order_id=order["id"],
+        history = orders_service.history_entry(
             actor=actor,
             kind="delivery",
             from_status=current.value,
@@ -771,6 +769,14 @@ def _apply_snapshot(
             reason=snapshot.cancellation_reason,
             details={"attempt": attempt["number"], "provider": attempt["provider"]},
         )
+    _store_progress(
+        conn,
+        attempt_id=int(attempt["id"]),
+        details=details,
+        order_id=order["id"],
+        delivery_status=new.value,
+        history=history,
+    )
     log.info(
         "delivery status changed",
         extra={
@@ -801,6 +807,65 @@ def _apply_snapshot(
     if new in rules.FINAL_STATUSES:
         _finish_attempt(conn, attempt=attempt, order=order, snapshot=snapshot, actor=actor, settings=settings)
     return "applied"
+
+
+def _store_progress(
+    conn: Connection,
+    *,
+    attempt_id: int,
+    details: dict[str, Any],
+    order_id: str,
+    delivery_status: str,
+    history: dict[str, Any] | None,
+) -> None:
+    """The attempt's new columns, the order's delivery status and the history line (when given) in one write.
+
+    details: the attempt's columns, `updated_at` among them. One statement on PostgreSQL, three on SQLite.
+    """
+    order_values = {"delivery_status": delivery_status, "updated_at": details["updated_at"]}
+    if conn.dialect.name != "postgresql":
+        conn.execute(_UPDATE_ATTEMPT, {"b_attempt_id": attempt_id, **details})
+        conn.execute(_UPDATE_ORDER, {"b_order_id": order_id, **order_values})
+        if history is not None:
+            orders_service.insert_history(conn, history, order_id=order_id, inbound_event_id=None)
+        return
+    stmt = _progress_statement(tuple(details), tuple(order_values), tuple(history or ()))
+    params = {"p_attempt_id": attempt_id, "p_order_id": order_id}
+    params.update({f"a_{name}": value for name, value in details.items()})
+    params.update({f"o_{name}": value for name, value in order_values.items()})
+    params.update({f"h_{name}": value for name, value in (history or {}).items()})
+    conn.execute(stmt, params)
+
+
+@cache
+def _progress_statement(
+    attempt_columns: tuple[str, ...], order_columns: tuple[str, ...], history_columns: tuple[str, ...]
+) -> Any:
+    """PostgreSQL: _store_progress's three writes as one statement (built once per set of columns)."""
+    attempt_update = (
+        sa.update(delivery_attempts)
+        .where(delivery_attempts.c.id == sa.bindparam("p_attempt_id", type_=delivery_attempts.c.id.type))
+        .values({name: sa.bindparam(f"a_{name}", type_=delivery_attempts.c[name].type) for name in attempt_columns})
+        .cte("attempt_progress")
+    )
+    order_update = (
+        sa.update(orders)
+        .where(orders.c.id == sa.bindparam("p_order_id", type_=orders.c.id.type))
+        .values({name: sa.bindparam(f"o_{name}", type_=orders.c[name].type) for name in order_columns})
+    )
+    if not history_columns:
+        return order_update.add_cte(attempt_update)
+    changed = order_update.returning(orders.c.id).cte("order_progress")
+    return (
+        sa.insert(order_history)
+        .from_select(
+            ["order_id", *history_columns],
+            sa.select(
+                changed.c.id, *[sa.bindparam(f"h_{name}", type_=order_history.c[name].type) for name in history_columns]
+            ),
+        )
+        .add_cte(attempt_update)
+    )
 
 
 def _order_follows(conn: Connection, *, order: RowMapping, status: DeliveryStatus) -> None:
