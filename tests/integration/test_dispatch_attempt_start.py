@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from orderstream.db import PSYCOPG_CACHE_LIMITS, Database
 from orderstream.deliveries import service
 from orderstream.deliveries.models import delivery_attempts
 from orderstream.deliveries.policy import external_id
-from orderstream.deliveries.protocol import DeliveryRequest, DeliverySnapshot, DeliveryStatus, Quote
+from orderstream.deliveries.protocol import DeliveryRequest, DeliverySnapshot, DeliveryStatus, Quote, WebhookUpdate
 from orderstream.orders.models import order_history, order_line_items, orders
 from tests.factories import PartnerFixture
 from tests.orders_api_helpers import seed_order
@@ -200,3 +201,36 @@ def test_a_booking_stores_attempt_order_and_history_in_one_statement_on_postgres
         (None, None),
         ("pending", "enroute_to_pickup"),
     ]
+
+
+def test_a_provider_webhook_answers_the_stored_delivery_status(db: Database, partner: PartnerFixture) -> None:
+    order_id = seed_order(db, partner)
+    started = _start(db, order_id)
+
+    def apply(event_id: str, status: DeliveryStatus, minute: int) -> service.ApplyResult:
+        snapshot = DeliverySnapshot(
+            provider="doordash", external_id=started["external_id"], provider_delivery_id="dd-1", status=status,
+            provider_status=status.value, updated_at=datetime(2026, 11, 27, 12, minute, tzinfo=UTC),
+        )  # fmt: skip
+        update = WebhookUpdate(provider="doordash", event_id=event_id, event_name=status.value, snapshot=snapshot)
+        with db.write() as conn:
+            return service.apply_update(conn, update, actor="courier", settings=Settings())
+
+    def stored() -> str:
+        with db.read() as conn:
+            query = sa.select(delivery_attempts.c.delivery_status).where(delivery_attempts.c.id == started["id"])
+            return str(conn.execute(query).scalar())
+
+    answers = [
+        apply("e1", DeliveryStatus.ENROUTE_TO_DROPOFF, 10),  # forward
+        apply("e2", DeliveryStatus.ENROUTE_TO_PICKUP, 5),  # late and backwards
+        apply("e1", DeliveryStatus.ENROUTE_TO_DROPOFF, 10),  # the same event again
+        apply("e3", DeliveryStatus.ENROUTE_TO_DROPOFF, 12),  # the same status, newer facts
+    ]
+    assert [(a.result, a.delivery_status) for a in answers] == [
+        ("applied", "enroute_to_dropoff"),
+        ("stale", "enroute_to_dropoff"),
+        ("duplicate", "enroute_to_dropoff"),
+        ("applied", "enroute_to_dropoff"),
+    ]
+    assert stored() == "enroute_to_dropoff"

@@ -688,7 +688,7 @@ def apply_update(
     order, attempt = locked
     if not _claim_event(conn, provider=update.provider, event_id=update.event_id):
         return ApplyResult("duplicate", int(attempt["id"]), attempt["order_id"], attempt["delivery_status"])
-    result = _apply_snapshot(conn, attempt=attempt, snapshot=snap, actor=actor, settings=settings, order=order)
+    result, status = _apply_snapshot(conn, attempt=attempt, snapshot=snap, actor=actor, settings=settings, order=order)
     conn.execute(
         sa.update(provider_webhook_events)
         .where(
@@ -697,8 +697,7 @@ def apply_update(
         )
         .values(result=result, attempt_id=attempt["id"])
     )
-    current = get_attempt(conn, int(attempt["id"]))
-    return ApplyResult(result, int(attempt["id"]), attempt["order_id"], current["delivery_status"] if current else None)
+    return ApplyResult(result, int(attempt["id"]), attempt["order_id"], status)
 
 
 def _is_newer(attempt: RowMapping, snapshot: DeliverySnapshot) -> bool:
@@ -716,8 +715,10 @@ def _apply_snapshot(
     force_event: bool = False,
     also: dict[str, Any] | None = None,
     order: RowMapping | None = None,
-) -> str:
-    """Store a provider snapshot on the attempt when it moves forward; follow with the order. Returns the result.
+) -> tuple[str, str]:
+    """Store a provider snapshot on the attempt when it moves forward; follow with the order.
+
+    Returns the result and the attempt's delivery status after it (nothing later in the transaction changes it).
 
     also: more attempt columns to set in the same UPDATE (a booking's state, id and times).
     order: the attempt's order when the caller already read it locked in this transaction (else read here).
@@ -731,10 +732,10 @@ def _apply_snapshot(
     details: dict[str, Any] = {**(also or {}), "last_event_at": now, "updated_at": now}
     if attempt["state"] == ENDED and not (forward and new in rules.FINAL_STATUSES):
         conn.execute(_UPDATE_ATTEMPT, {"b_attempt_id": attempt["id"], **details})
-        return "ended"
+        return "ended", current.value
     if not forward and not (new == current and _is_newer(attempt, snapshot)):
         conn.execute(_UPDATE_ATTEMPT, {"b_attempt_id": attempt["id"], **details})
-        return "stale"
+        return "stale", current.value
     courier = courier_dict(snapshot)
     if courier is not None:
         details["courier"] = courier
@@ -755,7 +756,7 @@ def _apply_snapshot(
             details["picked_up_at"] = now
     if not forward and not force_event:
         conn.execute(_UPDATE_ATTEMPT, {"b_attempt_id": attempt["id"], **details})
-        return "applied"
+        return "applied", current.value
     if order is None:
         order = orders_service.get_order_for_update(conn, order_id=attempt["order_id"])
         assert order is not None
@@ -806,7 +807,7 @@ def _apply_snapshot(
     _order_follows(conn, order=order, status=new)
     if new in rules.FINAL_STATUSES:
         _finish_attempt(conn, attempt=attempt, order=order, snapshot=snapshot, actor=actor, settings=settings)
-    return "applied"
+    return "applied", new.value if forward else current.value
 
 
 def _store_progress(
