@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from orderstream.deliveries.models import delivery_attempts
 from orderstream.deliveries.policy import external_id
 from orderstream.deliveries.protocol import DeliveryRequest, DeliverySnapshot, DeliveryStatus, Quote, WebhookUpdate
 from orderstream.orders.models import order_history, order_line_items, orders
+from orderstream.webhooks_out.models import outbound_events
 from tests.factories import PartnerFixture
 from tests.orders_api_helpers import seed_order
 
@@ -201,6 +203,15 @@ def test_a_booking_stores_attempt_order_and_history_in_one_statement_on_postgres
         (None, None),
         ("pending", "enroute_to_pickup"),
     ]
+    # the POS event of the change, built from the order row the booking holds (no second read of it)
+    assert not [s for s in statements if "SELECT orders.source_order_id" in s]
+    with db.read() as conn:
+        query = sa.select(outbound_events.c.body).where(outbound_events.c.order_id == order_id)
+        [body] = conn.execute(query).scalars().all()
+    event = json.loads(body)["object"]
+    expected = {"location_id": partner.location_id, "status": "in_progress", "delivery_status": "enroute_to_pickup"}
+    assert {key: event[key] for key in ("location_id", "status", "delivery_status")} == expected
+    assert event["order_id"] == order["source_order_id"]
 
 
 def test_a_provider_webhook_answers_the_stored_delivery_status(db: Database, partner: PartnerFixture) -> None:

@@ -119,6 +119,13 @@ _SELECT_DISPATCH_FACTS = {
     "sqlite": _SELECT_DISPATCH_FACTS_SQLITE,
     "postgresql": _SELECT_DISPATCH_FACTS_SQLITE.add_columns(_LINE_ITEMS_JSON),
 }
+# the order locked (not its location) with its location's POS id: what the POS event of a status change needs
+_SELECT_ORDER_WITH_STORE_LOCKED = LockedSelect(
+    sa.select(orders, locations.c.external_id.label("location_external_id"))
+    .join(locations, locations.c.id == orders.c.location_id)
+    .where(orders.c.id == _ORDER_ID),
+    of=orders,
+)
 # losing the race for the one active attempt (or any other unique key) inserts nothing and aborts nothing
 _INSERT_ATTEMPT = {
     dialect: insert_ignoring(dialect, delivery_attempts).returning(*delivery_attempts.c)
@@ -658,8 +665,11 @@ def lock_attempt(conn: Connection, attempt_id: int, *, order_id: str | None = No
 
 
 def lock_order_and_attempt(conn: Connection, attempt_id: int, *, order_id: str) -> tuple[RowMapping, RowMapping] | None:
-    """(order, attempt), both read and locked in lock_attempt's order; None when either is gone."""
-    order = orders_service.get_order_for_update(conn, order_id=order_id)
+    """(order, attempt), both read and locked in lock_attempt's order; None when either is gone.
+
+    The order row comes with `location_external_id`, its location's POS id.
+    """
+    order = conn.execute(_SELECT_ORDER_WITH_STORE_LOCKED.on(conn), {"b_order_id": order_id}).mappings().first()
     attempt = _lock_attempt(conn, attempt_id) if order is not None else None
     return (order, attempt) if order is not None and attempt is not None else None
 
@@ -802,12 +812,20 @@ def _apply_snapshot(
             dropoff_eta=snapshot.dropoff_eta or attempt["dropoff_eta"],
             tracking_url=snapshot.tracking_url or attempt["tracking_url"],
             at=now,
+            order_ref=_pos_ref(order),
         ),
     )
     _order_follows(conn, order=order, status=new)
     if new in rules.FINAL_STATUSES:
         _finish_attempt(conn, attempt=attempt, order=order, snapshot=snapshot, actor=actor, settings=settings)
     return "applied", new.value if forward else current.value
+
+
+def _pos_ref(order: RowMapping) -> dict[str, Any] | None:
+    """The order's POS reference for its events, when the order was read with its location's POS id."""
+    if "location_external_id" not in order:
+        return None
+    return {name: order[name] for name in ("source_order_id", "status", "currency", "location_external_id")}
 
 
 def _store_progress(

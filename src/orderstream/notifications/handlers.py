@@ -23,7 +23,7 @@ log = logging.getLogger("orderstream.notifications")
 def event_payload(event: Event) -> dict[str, Any]:
     """The event as JSON: its type name and its fields, times in ISO 8601."""
     # a shallow read of the fields (asdict deep-copies every value, only to serialize it right away)
-    values = ((f.name, getattr(event, f.name)) for f in fields(event))
+    values = ((f.name, getattr(event, f.name)) for f in fields(event) if not f.metadata.get("transient"))
     return {"event": type(event).__name__, **{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values}}
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+# metadata of a field that only travels within the publishing transaction: not part of a serialized event
+TRANSIENT = {"transient": True}
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,9 @@ class DeliveryStatusChanged:
     dropoff_eta: datetime | None
     tracking_url: str | None
     at: datetime
+    # the order's POS reference as the publisher holds it locked (source_order_id, status, currency,
+    # location_external_id), so that handlers need not read it again; None: they read it
+    order_ref: Mapping[str, Any] | None = field(default=None, compare=False, metadata=TRANSIENT)
 
 
 Event = OrderCreated | OrderStatusChanged | DeliveryStatusChanged

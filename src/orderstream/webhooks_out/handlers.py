@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -91,9 +92,23 @@ def on_order_status_changed(conn: Connection, event: OrderStatusChanged) -> None
     _emit(conn, event, EventType.ORDER_UPDATED, obj)
 
 
+def _delivery_order_ref(conn: Connection, event: DeliveryStatusChanged) -> tuple[OrderRef, Mapping[str, Any]]:
+    """The order's reference as the publisher passed it, else as read now."""
+    held = event.order_ref
+    if held is None:
+        return _order_ref(conn, event.order_id)
+    ref = OrderRef(
+        pos_order_id=held["source_order_id"],
+        location_id=held["location_external_id"],
+        status=held["status"],
+        delivery_status=event.to_status,
+    )
+    return ref, held
+
+
 def on_delivery_status_changed(conn: Connection, event: DeliveryStatusChanged) -> None:
     """order.updated with the courier, ETAs and tracking link; plus order.delivery_failed when the delivery failed."""
-    ref, row = _order_ref(conn, event.order_id)
+    ref, row = _delivery_order_ref(conn, event)
     delivery = {
         "provider": event.provider,
         "delivery_status": event.to_status,
