@@ -812,7 +812,7 @@ def _apply_snapshot(
             dropoff_eta=snapshot.dropoff_eta or attempt["dropoff_eta"],
             tracking_url=snapshot.tracking_url or attempt["tracking_url"],
             at=now,
-            order_ref=_pos_ref(order),
+            order_ref=_pos_ref(order, delivery_status=new.value),
         ),
     )
     _order_follows(conn, order=order, status=new)
@@ -821,11 +821,12 @@ def _apply_snapshot(
     return "applied", new.value if forward else current.value
 
 
-def _pos_ref(order: RowMapping) -> dict[str, Any] | None:
-    """The order's POS reference for its events, when the order was read with its location's POS id."""
+def _pos_ref(order: RowMapping, *, delivery_status: str) -> dict[str, Any] | None:
+    """The order's POS reference for its events (webhooks_out's _order_ref columns), when read with its store's id."""
     if "location_external_id" not in order:
         return None
-    return {name: order[name] for name in ("source_order_id", "status", "currency", "location_external_id")}
+    held = {name: order[name] for name in ("source_order_id", "status", "cancel_reason", "currency")}
+    return {**held, "delivery_status": delivery_status, "external_id": order["location_external_id"]}
 
 
 def _store_progress(

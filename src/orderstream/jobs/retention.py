@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from datetime import datetime, timedelta
 
@@ -11,8 +10,6 @@ from sqlalchemy.engine import Connection
 
 from orderstream.db import Database, sql_constant, utcnow
 from orderstream.jobs.models import jobs
-
-log = logging.getLogger(__name__)
 
 DONE = sql_constant("done")
 BATCH_SIZE = 1000

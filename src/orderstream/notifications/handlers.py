@@ -13,7 +13,7 @@ from orderstream.db import utcnow
 from orderstream.jobs.outbox import enqueue
 from orderstream.jobs.registry import CURRENT_JOB
 from orderstream.notifications import domain, tracking
-from orderstream.orders.events import DeliveryStatusChanged, Event, OrderCreated, OrderStatusChanged
+from orderstream.orders.events import TRANSIENT_KEY, DeliveryStatusChanged, Event, OrderCreated, OrderStatusChanged
 
 PLAN_KIND = "notifications.plan"
 
@@ -23,7 +23,7 @@ log = logging.getLogger("orderstream.notifications")
 def event_payload(event: Event) -> dict[str, Any]:
     """The event as JSON: its type name and its fields, times in ISO 8601."""
     # a shallow read of the fields (asdict deep-copies every value, only to serialize it right away)
-    values = ((f.name, getattr(event, f.name)) for f in fields(event) if not f.metadata.get("transient"))
+    values = ((f.name, getattr(event, f.name)) for f in fields(event) if not f.metadata.get(TRANSIENT_KEY))
     return {"event": type(event).__name__, **{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values}}
 
 

@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 
 # metadata of a field that only travels within the publishing transaction: not part of a serialized event
-TRANSIENT = {"transient": True}
+TRANSIENT_KEY = "transient"
+TRANSIENT = {TRANSIENT_KEY: True}
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ class DeliveryStatusChanged:
     dropoff_eta: datetime | None
     tracking_url: str | None
     at: datetime
-    # the order's POS reference as the publisher holds it locked (source_order_id, status, currency,
-    # location_external_id), so that handlers need not read it again; None: they read it
+    # the order's POS reference as the publisher holds it locked (the columns webhooks_out's _order_ref reads:
+    # source_order_id, status, delivery_status, cancel_reason, currency, external_id); None: handlers read it
     order_ref: Mapping[str, Any] | None = field(default=None, compare=False, metadata=TRANSIENT)
 
 

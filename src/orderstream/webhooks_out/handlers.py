@@ -41,15 +41,22 @@ _SELECT_ORDER_REF = (
 _CARRIED = ("delivery_status", "driver_details", "pickup_eta", "dropoff_eta", "tracking_url", "fee")
 
 
-def _order_ref(conn: Connection, order_id: str, *, status: str | None = None) -> tuple[OrderRef, dict[str, Any]]:
-    row = conn.execute(_SELECT_ORDER_REF, {"b_order_id": order_id}).mappings().one()
+def _order_ref(
+    conn: Connection, order_id: str, *, status: str | None = None, held: Mapping[Any, Any] | None = None
+) -> tuple[OrderRef, Mapping[Any, Any]]:
+    """The order's POS reference: from `held` (_SELECT_ORDER_REF's columns, as a publisher has them), else read."""
+    row: Mapping[Any, Any]
+    if held is not None:
+        row = held
+    else:
+        row = conn.execute(_SELECT_ORDER_REF, {"b_order_id": order_id}).mappings().one()
     ref = OrderRef(
         pos_order_id=row["source_order_id"],
         location_id=row["external_id"],
         status=status or row["status"],
         delivery_status=row["delivery_status"],
     )
-    return ref, dict(row)
+    return ref, row
 
 
 def _last_delivery_facts(conn: Connection, order_id: str) -> dict[str, Any]:
@@ -92,23 +99,9 @@ def on_order_status_changed(conn: Connection, event: OrderStatusChanged) -> None
     _emit(conn, event, EventType.ORDER_UPDATED, obj)
 
 
-def _delivery_order_ref(conn: Connection, event: DeliveryStatusChanged) -> tuple[OrderRef, Mapping[str, Any]]:
-    """The order's reference as the publisher passed it, else as read now."""
-    held = event.order_ref
-    if held is None:
-        return _order_ref(conn, event.order_id)
-    ref = OrderRef(
-        pos_order_id=held["source_order_id"],
-        location_id=held["location_external_id"],
-        status=held["status"],
-        delivery_status=event.to_status,
-    )
-    return ref, held
-
-
 def on_delivery_status_changed(conn: Connection, event: DeliveryStatusChanged) -> None:
     """order.updated with the courier, ETAs and tracking link; plus order.delivery_failed when the delivery failed."""
-    ref, row = _delivery_order_ref(conn, event)
+    ref, row = _order_ref(conn, event.order_id, held=event.order_ref)
     delivery = {
         "provider": event.provider,
         "delivery_status": event.to_status,
