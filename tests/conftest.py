@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -127,3 +128,16 @@ def client(settings: Settings, db: Database) -> Iterator[TestClient]:
 def partner(db: Database) -> PartnerFixture:
     """A partner with one location and an API key."""
     return make_partner(db)
+
+
+@pytest.fixture
+def statements(db: Database) -> Iterator[list[str]]:
+    """Every statement sent to the database while the test runs (a test module may define its own)."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(db.engine, "before_cursor_execute", record)

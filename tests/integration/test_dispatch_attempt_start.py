@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,19 +20,6 @@ from orderstream.orders.models import order_history, order_line_items, orders
 from orderstream.webhooks_out.models import outbound_events
 from tests.factories import PartnerFixture
 from tests.orders_api_helpers import seed_order
-
-
-@pytest.fixture
-def statements(db: Database) -> Iterator[list[str]]:
-    """Every statement sent to the database while the test runs."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
-
-    sa.event.listen(db.engine, "before_cursor_execute", record)
-    yield seen
-    sa.event.remove(db.engine, "before_cursor_execute", record)
 
 
 def _request(db: Database, order_id: str, number: int = 1) -> DeliveryRequest:

@@ -9,13 +9,10 @@ job's next run books again with the same id, so the provider returns the one del
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from concurrent.futures import wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-
-from sqlalchemy.engine import RowMapping
 
 from orderstream.db import utcnow
 from orderstream.deliveries import policy as rules
@@ -37,6 +34,7 @@ from orderstream.jobs.outbox import enqueue
 from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, RetryableError, RetryPolicy
 from orderstream.orders import domain
 from orderstream.orders import service as orders_service
+from orderstream.prepared import Row
 
 log = logging.getLogger("orderstream.deliveries")
 
@@ -59,8 +57,8 @@ def _last_try(ctx: JobContext) -> bool:
 class _Round:
     """One dispatch round of an order, as read before any provider call."""
 
-    order: Mapping[Any, Any]
-    location: Mapping[Any, Any]
+    order: Row
+    location: Row
     policy: rules.Policy
     number: int
     pickup_ready_at: Any
@@ -235,7 +233,7 @@ def _book_new(
     return _book(ctx, provider, rnd, attempt, request, quote)
 
 
-def _resume_booking(ctx: JobContext, registry: ProviderRegistry, rnd: _Round, attempt: RowMapping) -> None:
+def _resume_booking(ctx: JobContext, registry: ProviderRegistry, rnd: _Round, attempt: Row) -> None:
     """A booking left unfinished (crash, timeout): book again with the same external id."""
     log.info(
         "resuming delivery booking", extra={"order_id": attempt["order_id"], "external_id": attempt["external_id"]}
@@ -275,7 +273,7 @@ def _book(
     ctx: JobContext,
     provider: DeliveryProvider,
     rnd: _Round,
-    attempt: RowMapping,
+    attempt: Row,
     request: DeliveryRequest,
     quote: Quote | None,
 ) -> str:
@@ -336,7 +334,7 @@ def _exhausted(ctx: JobContext, rnd: _Round, reason: str) -> None:
 # -- after booking -------------------------------------------------------------------------------
 
 
-def _ref(attempt: RowMapping) -> DeliveryRef:
+def _ref(attempt: Row) -> DeliveryRef:
     return DeliveryRef(external_id=attempt["external_id"], provider_delivery_id=attempt["provider_delivery_id"])
 
 

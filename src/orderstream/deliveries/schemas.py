@@ -6,9 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy.engine import RowMapping
 
 from orderstream.deliveries.policy import Strategy
+from orderstream.prepared import Row
 
 
 class Attempt(BaseModel):
@@ -49,7 +49,7 @@ class Attempt(BaseModel):
     updated_at: datetime
 
 
-def attempt_from_row(row: RowMapping) -> Attempt:
+def attempt_from_row(row: Row) -> Attempt:
     """The API view of an attempt row."""
     context = row["context"] or {}
     return Attempt(

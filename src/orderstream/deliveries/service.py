@@ -6,7 +6,7 @@ Nothing here calls a provider: jobs call providers outside any transaction and r
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from orderstream.config import Settings, load_settings
 from orderstream.db import Database, LockedSelect, in_values, insert_ignoring, prefixed, unprefixed, utcnow
@@ -38,6 +38,7 @@ from orderstream.orders import service as orders_service
 from orderstream.orders.events import DeliveryStatusChanged, OrderStatusChanged
 from orderstream.orders.handlers import publish
 from orderstream.orders.models import order_history, order_line_items, orders
+from orderstream.prepared import Prepared, Row
 from orderstream.tenancy.models import locations
 
 log = logging.getLogger("orderstream.deliveries")
@@ -69,7 +70,8 @@ _SELECT_LINE_ITEMS = (
     .order_by(order_line_items.c.position)
 )
 _SELECT_ATTEMPT = sa.select(delivery_attempts).where(delivery_attempts.c.id == _ATTEMPT_ID)
-_SELECT_ATTEMPT_LOCKED = LockedSelect(_SELECT_ATTEMPT)
+# (SQLite's compiler leaves FOR UPDATE out: a single writer there anyway)
+_SELECT_ATTEMPT_LOCKED = Prepared(_SELECT_ATTEMPT.with_for_update())
 _SELECT_ACTIVE_ATTEMPT = sa.select(delivery_attempts).where(delivery_attempts.c.active_order_id == _ORDER_ID)
 _SELECT_LAST_NUMBER = sa.select(sa.func.max(delivery_attempts.c.number)).where(
     delivery_attempts.c.order_id == _ORDER_ID
@@ -116,15 +118,15 @@ _SELECT_DISPATCH_FACTS_SQLITE = (
     .where(orders.c.id == _ORDER_ID)
 )
 _SELECT_DISPATCH_FACTS = {
-    "sqlite": _SELECT_DISPATCH_FACTS_SQLITE,
-    "postgresql": _SELECT_DISPATCH_FACTS_SQLITE.add_columns(_LINE_ITEMS_JSON),
+    "sqlite": Prepared(_SELECT_DISPATCH_FACTS_SQLITE),
+    "postgresql": Prepared(_SELECT_DISPATCH_FACTS_SQLITE.add_columns(_LINE_ITEMS_JSON)),
 }
 # the order locked (not its location) with its location's POS id: what the POS event of a status change needs
-_SELECT_ORDER_WITH_STORE_LOCKED = LockedSelect(
+_SELECT_ORDER_WITH_STORE_LOCKED = Prepared(
     sa.select(orders, locations.c.external_id.label("location_external_id"))
     .join(locations, locations.c.id == orders.c.location_id)
-    .where(orders.c.id == _ORDER_ID),
-    of=orders,
+    .where(orders.c.id == _ORDER_ID)
+    .with_for_update(of=orders)
 )
 # losing the race for the one active attempt (or any other unique key) inserts nothing and aborts nothing
 _INSERT_ATTEMPT = {
@@ -167,7 +169,7 @@ def get_policy(conn: Connection, *, location_id: int, settings: Settings) -> rul
     return default_policy(settings) if found is None else _policy(found)
 
 
-def _policy(found: Mapping[Any, Any]) -> rules.Policy:
+def _policy(found: Row) -> rules.Policy:
     return rules.Policy(
         allowed_providers=tuple(found["allowed_providers"]),
         strategy=rules.Strategy(found["strategy"]),
@@ -203,8 +205,8 @@ def set_policy(conn: Connection, *, location_id: int, policy: rules.Policy) -> N
 class DispatchFacts:
     """What a dispatch round needs to know about an order before it calls a provider."""
 
-    order: Mapping[Any, Any]
-    location: Mapping[Any, Any]
+    order: Row
+    location: Row
     policy: rules.Policy  # the location's (or the default), narrowed by the order's fulfillment type
     next_number: int
     active_attempt_id: int | None
@@ -213,7 +215,7 @@ class DispatchFacts:
 
 def dispatch_facts(conn: Connection, order_id: str, *, settings: Settings) -> DispatchFacts | None:
     """The order, its location, policy and attempt numbers in one statement; None when there is no such order."""
-    row = conn.execute(_SELECT_DISPATCH_FACTS[conn.dialect.name], {"b_order_id": order_id}).mappings().first()
+    row = _SELECT_DISPATCH_FACTS[conn.dialect.name].first(conn, {"b_order_id": order_id})
     if row is None:
         return None
     order = {name: row[name] for name in orders.c.keys()}
@@ -235,7 +237,7 @@ def _items(rows: Sequence[Sequence[Any]]) -> tuple[Item, ...]:
     return tuple(Item(name=str(name), quantity=int(quantity), price=int(price)) for name, quantity, price in rows)
 
 
-def get_order(conn: Connection, order_id: str) -> RowMapping | None:
+def get_order(conn: Connection, order_id: str) -> Row | None:
     """The order row."""
     return conn.execute(_SELECT_ORDER, {"b_order_id": order_id}).mappings().first()
 
@@ -246,7 +248,7 @@ def lock_dispatchable(conn: Connection, order_id: str) -> bool:
     return order is not None and is_dispatchable(order)
 
 
-def is_dispatchable(order: Mapping[Any, Any]) -> bool:
+def is_dispatchable(order: Row) -> bool:
     """A delivery order that is not finished."""
     return domain.is_dispatched(domain.FulfillmentType(order["fulfillment_type"])) and (
         domain.OrderStatus(order["status"]) not in domain.TERMINAL
@@ -256,8 +258,8 @@ def is_dispatchable(order: Mapping[Any, Any]) -> bool:
 def delivery_request(
     conn: Connection,
     *,
-    order: Mapping[Any, Any],
-    location: Mapping[Any, Any],
+    order: Row,
+    location: Row,
     external_id: str,
     pickup_ready_at: datetime | None,
     dropoff_deadline: datetime | None,
@@ -305,14 +307,14 @@ def delivery_request(
     )
 
 
-def planned_times(order: Mapping[Any, Any], settings: Settings) -> tuple[datetime | None, datetime | None]:
+def planned_times(order: Row, settings: Settings) -> tuple[datetime | None, datetime | None]:
     """Pickup ready time and drop-off deadline for the provider: None for ASAP orders."""
     if not order["is_future_order"] or order["requested_for"] is None:
         return None, None
     return rules.future_times(order["requested_for"], travel_minutes=settings.dispatch_courier_travel_minutes)
 
 
-def dispatch_time(order: Mapping[Any, Any], location: Mapping[Any, Any], settings: Settings) -> datetime | None:
+def dispatch_time(order: Row, location: Row, settings: Settings) -> datetime | None:
     """When a future order's courier should be booked; None for ASAP orders."""
     if not order["is_future_order"] or order["requested_for"] is None:
         return None
@@ -325,17 +327,17 @@ def dispatch_time(order: Mapping[Any, Any], location: Mapping[Any, Any], setting
 # -- attempts ------------------------------------------------------------------------------------
 
 
-def get_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
+def get_attempt(conn: Connection, attempt_id: int) -> Row | None:
     """One attempt by id."""
     return conn.execute(_SELECT_ATTEMPT, {"b_attempt_id": attempt_id}).mappings().first()
 
 
-def active_attempt(conn: Connection, order_id: str) -> RowMapping | None:
+def active_attempt(conn: Connection, order_id: str) -> Row | None:
     """The order's active attempt (booking or booked), if any."""
     return conn.execute(_SELECT_ACTIVE_ATTEMPT, {"b_order_id": order_id}).mappings().first()
 
 
-def list_attempts(conn: Connection, order_id: str) -> list[RowMapping]:
+def list_attempts(conn: Connection, order_id: str) -> list[Row]:
     """Every attempt of an order, oldest first."""
     return list(
         conn.execute(
@@ -395,7 +397,7 @@ def _booking_history(values: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def insert_attempt(conn: Connection, values: dict[str, Any]) -> RowMapping | None:
+def insert_attempt(conn: Connection, values: dict[str, Any]) -> Row | None:
     """Insert an attempt (attempt_values()) with its history line; None when the order already has an active one."""
     row = conn.execute(_INSERT_ATTEMPT[conn.dialect.name], values).mappings().first()
     if row is None:
@@ -439,10 +441,10 @@ def _start_attempt_statement(names: tuple[str, ...], history_names: tuple[str, .
             *[sa.bindparam(f"h_{name}", type_=order_history.c[name].type) for name in history_names],
         ),
     )
-    return sa.select(*attempt.c).add_cte(history.cte("attempt_history"))
+    return Prepared(sa.select(*attempt.c).add_cte(history.cte("attempt_history")))
 
 
-def start_attempt(db: Database, values: dict[str, Any]) -> RowMapping | None:
+def start_attempt(db: Database, values: dict[str, Any]) -> Row | None:
     """Start an attempt (attempt_values()) if its order is still dispatchable and has no active attempt.
 
     Returns the attempt, or None (not dispatchable any more, or another attempt is active). On PostgreSQL the
@@ -454,12 +456,10 @@ def start_attempt(db: Database, values: dict[str, Any]) -> RowMapping | None:
     entry = _booking_history(values)
     stmt = _start_attempt_statement(tuple(values), tuple(entry))
     with db.atomic_statements() as conn:
-        return (
-            conn.execute(stmt, {**values, **{f"h_{name}": value for name, value in entry.items()}}).mappings().first()
-        )
+        return stmt.first(conn, {**values, **{f"h_{name}": value for name, value in entry.items()}})
 
 
-def stored_quote(attempt: RowMapping) -> Quote | None:
+def stored_quote(attempt: Row) -> Quote | None:
     """The quote an attempt was started with, as the provider adapter takes it."""
     if attempt["quote_id"] is None:
         return None
@@ -498,8 +498,8 @@ def courier_dict(snapshot: DeliverySnapshot) -> dict[str, Any] | None:
 def record_booked(
     conn: Connection,
     *,
-    order: RowMapping,
-    attempt: RowMapping,
+    order: Row,
+    attempt: Row,
     snapshot: DeliverySnapshot,
     accept_within: float | None,
     settings: Settings,
@@ -556,7 +556,7 @@ def schedule_reconcile(conn: Connection, *, attempt_id: int, seq: int, settings:
 def end_attempt(
     conn: Connection,
     *,
-    attempt: RowMapping,
+    attempt: Row,
     outcome: rules.Ending,
     reason: str | None,
     actor: str,
@@ -627,7 +627,7 @@ def _claim_event(conn: Connection, *, provider: str, event_id: str) -> bool:
     return conn.execute(stmt.returning(provider_webhook_events.c.id)).first() is not None
 
 
-def find_attempt(conn: Connection, *, provider: str, external_id: str, provider_delivery_id: str) -> RowMapping | None:
+def find_attempt(conn: Connection, *, provider: str, external_id: str, provider_delivery_id: str) -> Row | None:
     """The attempt a provider update is about: by our external id, else by the provider's delivery id."""
     if external_id:
         row = (
@@ -655,7 +655,7 @@ def find_attempt(conn: Connection, *, provider: str, external_id: str, provider_
     return None
 
 
-def lock_attempt(conn: Connection, attempt_id: int, *, order_id: str | None = None) -> RowMapping | None:
+def lock_attempt(conn: Connection, attempt_id: int, *, order_id: str | None = None) -> Row | None:
     """The attempt, with its order and then itself locked (PostgreSQL): every writer takes them in this order.
 
     order_id: the attempt's order when the caller knows it (it never changes), saving the look-up.
@@ -664,18 +664,18 @@ def lock_attempt(conn: Connection, attempt_id: int, *, order_id: str | None = No
     return _lock_attempt(conn, attempt_id)
 
 
-def lock_order_and_attempt(conn: Connection, attempt_id: int, *, order_id: str) -> tuple[RowMapping, RowMapping] | None:
+def lock_order_and_attempt(conn: Connection, attempt_id: int, *, order_id: str) -> tuple[Row, Row] | None:
     """(order, attempt), both read and locked in lock_attempt's order; None when either is gone.
 
     The order row comes with `location_external_id`, its location's POS id.
     """
-    order = conn.execute(_SELECT_ORDER_WITH_STORE_LOCKED.on(conn), {"b_order_id": order_id}).mappings().first()
+    order = _SELECT_ORDER_WITH_STORE_LOCKED.first(conn, {"b_order_id": order_id})
     attempt = _lock_attempt(conn, attempt_id) if order is not None else None
     return (order, attempt) if order is not None and attempt is not None else None
 
 
-def _lock_attempt(conn: Connection, attempt_id: int) -> RowMapping | None:
-    return conn.execute(_SELECT_ATTEMPT_LOCKED.on(conn), {"b_attempt_id": attempt_id}).mappings().first()
+def _lock_attempt(conn: Connection, attempt_id: int) -> Row | None:
+    return _SELECT_ATTEMPT_LOCKED.first(conn, {"b_attempt_id": attempt_id})
 
 
 def apply_update(
@@ -710,7 +710,7 @@ def apply_update(
     return ApplyResult(result, int(attempt["id"]), attempt["order_id"], status)
 
 
-def _is_newer(attempt: RowMapping, snapshot: DeliverySnapshot) -> bool:
+def _is_newer(attempt: Row, snapshot: DeliverySnapshot) -> bool:
     known = attempt["provider_updated_at"]
     return known is None or snapshot.updated_at is None or snapshot.updated_at >= known
 
@@ -718,13 +718,13 @@ def _is_newer(attempt: RowMapping, snapshot: DeliverySnapshot) -> bool:
 def _apply_snapshot(
     conn: Connection,
     *,
-    attempt: RowMapping,
+    attempt: Row,
     snapshot: DeliverySnapshot,
     actor: str,
     settings: Settings,
     force_event: bool = False,
     also: dict[str, Any] | None = None,
-    order: RowMapping | None = None,
+    order: Row | None = None,
 ) -> tuple[str, str]:
     """Store a provider snapshot on the attempt when it moves forward; follow with the order.
 
@@ -821,7 +821,7 @@ def _apply_snapshot(
     return "applied", new.value if forward else current.value
 
 
-def _pos_ref(order: RowMapping, *, delivery_status: str) -> dict[str, Any] | None:
+def _pos_ref(order: Row, *, delivery_status: str) -> dict[str, Any] | None:
     """The order's POS reference for its events (webhooks_out's _order_ref columns), when read with its store's id."""
     if "location_external_id" not in order:
         return None
@@ -854,7 +854,7 @@ def _store_progress(
     params.update({f"a_{name}": value for name, value in details.items()})
     params.update({f"o_{name}": value for name, value in order_values.items()})
     params.update({f"h_{name}": value for name, value in (history or {}).items()})
-    conn.execute(stmt, params)
+    stmt.run(conn, params)
 
 
 @cache
@@ -874,9 +874,9 @@ def _progress_statement(
         .values({name: sa.bindparam(f"o_{name}", type_=orders.c[name].type) for name in order_columns})
     )
     if not history_columns:
-        return order_update.add_cte(attempt_update)
+        return Prepared(order_update.add_cte(attempt_update))
     changed = order_update.returning(orders.c.id).cte("order_progress")
-    return (
+    return Prepared(
         sa.insert(order_history)
         .from_select(
             ["order_id", *history_columns],
@@ -888,7 +888,7 @@ def _progress_statement(
     )
 
 
-def _order_follows(conn: Connection, *, order: RowMapping, status: DeliveryStatus) -> None:
+def _order_follows(conn: Connection, *, order: Row, status: DeliveryStatus) -> None:
     target = rules.order_status_for(status)
     if target is None:
         return
@@ -902,8 +902,8 @@ def _order_follows(conn: Connection, *, order: RowMapping, status: DeliveryStatu
 def _finish_attempt(
     conn: Connection,
     *,
-    attempt: RowMapping,
-    order: RowMapping,
+    attempt: Row,
+    order: Row,
     snapshot: DeliverySnapshot,
     actor: str,
     settings: Settings,
@@ -943,12 +943,12 @@ def _finish_attempt(
     fail_order(conn, order_id=order["id"], reason=f"delivery {ending.value} ({reason})", actor=domain.Actor.COURIER)
 
 
-def excluded(attempt: RowMapping) -> list[str]:
+def excluded(attempt: Row) -> list[str]:
     """Providers the dispatch round of this attempt had already given up on."""
     return [str(p) for p in (attempt["context"] or {}).get("exclude", [])]
 
 
-def within_redispatch_window(conn: Connection, *, order: RowMapping, settings: Settings) -> bool:
+def within_redispatch_window(conn: Connection, *, order: Row, settings: Settings) -> bool:
     """True while an automatic re-dispatch is still allowed: within the window after the first booking."""
     window = get_policy(conn, location_id=order["location_id"], settings=settings).redispatch_window_minutes
     minutes = window if window is not None else settings.dispatch_redispatch_window_minutes
@@ -1000,7 +1000,7 @@ def request_redispatch(
     )
 
 
-def _check_only(order: RowMapping, only: str | None) -> None:
+def _check_only(order: Row, only: str | None) -> None:
     """A merchant-managed order is only ever given to the location's own drivers."""
     fulfillment = domain.FulfillmentType(order["fulfillment_type"])
     if (
@@ -1022,7 +1022,7 @@ def request_cancel(
     then_dispatch: bool = False,
     exclude: list[str] | None = None,
     only: str | None = None,
-) -> RowMapping:
+) -> Row:
     """Ask (through a job) the provider to cancel the order's active attempt; optionally dispatch again after.
 
     Dispatching again without a chosen provider (only) skips the canceled attempt's provider unless exclude is given.

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from orderstream.db import json_ready, pg_json_rows, utcnow
 from orderstream.jobs.models import jobs
 from orderstream.logs import REQUEST_ID
+from orderstream.prepared import Prepared
 
 # payload key carrying the id of the request that enqueued the job: the job's logs show it too
 REQUEST_ID_KEY = "_request_id"
@@ -100,7 +101,7 @@ def pg_notify_kinds(new_jobs: Any) -> Any:
 
 
 _JSON_COLUMNS = ("kind", "key", "payload", "run_at", "max_attempts", "created_at", "updated_at")
-_PG_INSERT_ROWS_NOTIFY = sa.select(pg_notify_kinds(pg_insert_rows()).label("kinds"))
+_PG_INSERT_ROWS_NOTIFY = Prepared(sa.select(pg_notify_kinds(pg_insert_rows()).label("kinds")))
 
 
 @contextmanager
@@ -141,7 +142,7 @@ def write(conn: Connection, pending: list[dict[str, Any]]) -> None:
         for values in pending:
             _insert(conn, values)
     elif pending:
-        kinds = conn.execute(_PG_INSERT_ROWS_NOTIFY, {"jobs": json_rows(pending), "channel": NOTIFY_CHANNEL}).scalar()
+        kinds = _PG_INSERT_ROWS_NOTIFY.scalar(conn, {"jobs": json_rows(pending), "channel": NOTIFY_CHANNEL})
         note_enqueued(conn, kinds or (), earliest_due(pending))
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from orderstream.db import in_values, sql_constant, utcnow
 from orderstream.jobs.models import jobs
+from orderstream.prepared import Prepared
 
 JOB_STATUSES = ("pending", "running", "done", "dead")
 MAX_ERROR_CHARS = 4000
@@ -133,21 +134,21 @@ def claim(
     }
     for i, name in enumerate(names):
         params[f"claim_lease_{i}"] = lease_ends[name]
-    stmt = _cached(_CLAIM_STATEMENTS, names, _claim_statement)
+    stmt = _cached(_CLAIM_STATEMENTS, names, lambda names: Prepared(_claim_statement(names)))
     claimed = [
         ClaimedJob(
-            id=int(row.id),
-            kind=row.kind,
-            key=row.key,
-            payload=row.payload,
-            attempts=int(row.attempts),
-            max_attempts=int(row.max_attempts),
-            run_at=row.run_at,
-            leased_until=lease_ends[row.kind],
+            id=int(row["id"]),
+            kind=row["kind"],
+            key=row["key"],
+            payload=row["payload"],
+            attempts=int(row["attempts"]),
+            max_attempts=int(row["max_attempts"]),
+            run_at=row["run_at"],
+            leased_until=lease_ends[row["kind"]],
             worker_id=worker_id,
             claimed_at=now,
         )
-        for row in conn.execute(stmt, params)
+        for row in stmt.rows(conn, params)
     ]
     # RETURNING gives no order guarantee; hand jobs out in the order they were due
     claimed.sort(key=lambda job: (job.run_at, job.id))
@@ -162,7 +163,7 @@ _FENCED = sa.and_(
     jobs.c.attempts == sa.bindparam("fence_attempts", type_=jobs.c.attempts.type),
 )
 _RENEW = sa.update(jobs).where(_FENCED)
-_COMPLETE = sa.update(jobs).where(_FENCED).values(status="done", leased_until=None)
+_COMPLETE = Prepared(sa.update(jobs).where(_FENCED).values(status="done", leased_until=None))
 _FAIL_DEAD = sa.update(jobs).where(_FENCED).values(status="dead", leased_until=None)
 _FAIL_RETRY = sa.update(jobs).where(_FENCED).values(status="pending", leased_by=None, leased_until=None)
 
@@ -191,8 +192,7 @@ def complete_fenced(
     """Mark the job done if (worker_id, attempts) still hold its lease; False otherwise (nothing changes)."""
     now = now or utcnow()
     fence = {"fence_id": job_id, "fence_worker": worker_id, "fence_attempts": attempts}
-    result = conn.execute(_COMPLETE, {**fence, "finished_at": now, "updated_at": now})
-    return result.rowcount == 1
+    return _COMPLETE.run(conn, {**fence, "finished_at": now, "updated_at": now}) == 1
 
 
 def fail(
@@ -247,9 +247,10 @@ def next_due(conn: Connection, *, kinds: list[str]) -> datetime | None:
     """The earliest moment a job of these kinds becomes claimable: a pending run_at or a lease end."""
     if not kinds:
         return None
-    stmt = _cached(_NEXT_DUE_STATEMENTS, tuple(sorted(kinds)), _next_due_statement)
-    row = conn.execute(stmt).one()
-    candidates = [moment for moment in row if moment is not None]
+    stmt = _cached(_NEXT_DUE_STATEMENTS, tuple(sorted(kinds)), lambda names: Prepared(_next_due_statement(names)))
+    row = stmt.first(conn)
+    assert row is not None  # a SELECT of two subqueries: always one row
+    candidates = [moment for moment in row.values() if moment is not None]
     return min(candidates) if candidates else None
 
 

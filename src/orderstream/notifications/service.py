@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from orderstream.config import Settings
-from orderstream.db import in_values, insert_ignoring, prefixed, unprefixed, utcnow
+from orderstream.db import in_values, insert_ignoring, json_ready, pg_json_rows, prefixed, unprefixed, utcnow
 from orderstream.ids import new_id
 from orderstream.jobs.outbox import batch, enqueue
 from orderstream.notifications import domain
@@ -27,6 +27,7 @@ from orderstream.notifications.models import (
 from orderstream.notifications.render import display_phone, local_datetime, local_time, money, render
 from orderstream.orders import service as orders_service
 from orderstream.orders.models import orders
+from orderstream.prepared import Prepared
 from orderstream.tenancy.models import locations
 
 log = logging.getLogger("orderstream.notifications")
@@ -35,7 +36,7 @@ SEND_KIND = "notifications.send"
 
 # Prebuilt statements, values passed apart (a statement built per call cost more CPU than running it).
 # the order, its location and the location's settings in one statement (location and settings columns prefixed)
-_SELECT_VIEW = (
+_SELECT_VIEW = Prepared(
     sa.select(
         orders,
         *prefixed(locations, "location"),
@@ -53,10 +54,18 @@ _SELECT_OPT_OUT = sa.select(notification_opt_outs.c.id).where(
     notification_opt_outs.c.contact_hash == sa.bindparam("b_hash", type_=notification_opt_outs.c.contact_hash.type),
 )
 _INSERT_KEY = ["order_id", "kind", "channel", "seq"]
-_INSERT = {
-    dialect: insert_ignoring(dialect, notifications, index_elements=_INSERT_KEY).returning(notifications.c.id)
-    for dialect in ("postgresql", "sqlite")
-}
+_SQLITE_INSERT = insert_ignoring("sqlite", notifications, index_elements=_INSERT_KEY).returning(notifications.c.id)
+_ROW_COLUMNS = (
+    "id", "order_id", "partner_id", "location_id", "kind", "channel", "seq", "recipient_hash", "recipient_masked",
+    "status", "reason", "facts", "send_after", "created_at", "updated_at", "subject", "body_text", "body_html",
+)  # fmt: skip
+_ROW = pg_json_rows("rows", notifications, _ROW_COLUMNS, "notification_row", many=True)
+# PostgreSQL: the rows as one JSON parameter, one statement compiled once (see pg_json_rows)
+_PG_INSERT_ROWS = Prepared(
+    insert_ignoring("postgresql", notifications, index_elements=_INSERT_KEY)
+    .from_select(list(_ROW_COLUMNS), sa.select(*_ROW.c).select_from(_ROW))
+    .returning(notifications.c.id)
+)
 SEND_MAX_ATTEMPTS = 8
 
 
@@ -76,7 +85,7 @@ class OrderView:
 
 def load(conn: Connection, order_id: str) -> OrderView | None:
     """The order, its location and that location's notification settings."""
-    row = conn.execute(_SELECT_VIEW, {"b_order_id": order_id}).mappings().first()
+    row = _SELECT_VIEW.first(conn, {"b_order_id": order_id})
     if row is None:
         return None
     location = unprefixed(row, locations, "location")
@@ -198,8 +207,8 @@ _SELECT_RECENT_COUNT = sa.select(sa.func.count()).select_from(
 
 
 # whether the recipient opted out of the channel, and how many messages it was sent in the last hour
-_SELECT_RECIPIENT_STATE = sa.select(
-    sa.exists(_SELECT_OPT_OUT).label("opted_out"), _SELECT_RECENT_COUNT.scalar_subquery().label("recent")
+_SELECT_RECIPIENT_STATE = Prepared(
+    sa.select(sa.exists(_SELECT_OPT_OUT).label("opted_out"), _SELECT_RECENT_COUNT.scalar_subquery().label("recent"))
 )
 
 
@@ -208,14 +217,18 @@ def _recipient_state(
 ) -> tuple[bool, int]:
     """(opted out, messages in the last hour up to cap)."""
     params = {"b_channel": channel.value, "b_hash": recipient_hash, "b_since": now - timedelta(hours=1), "b_cap": cap}
-    row = conn.execute(_SELECT_RECIPIENT_STATE, params).one()
-    return bool(row.opted_out), int(row.recent)
+    row = _SELECT_RECIPIENT_STATE.first(conn, params)
+    assert row is not None  # a SELECT of two subqueries: always one row
+    return bool(row["opted_out"]), int(row["recent"])
 
 
 def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
     """Insert the rows whose (order, kind, channel, seq) is new, in one statement; the ids that went in."""
-    stmt = _INSERT["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]  # as insert_ignoring picks
-    return set(conn.execute(stmt, rows).scalars()) if rows else set()
+    if not rows:
+        return set()
+    if conn.dialect.name == "postgresql":
+        return {row["id"] for row in _PG_INSERT_ROWS.rows(conn, {"rows": [json_ready(row) for row in rows]})}
+    return set(conn.execute(_SQLITE_INSERT, rows).scalars())
 
 
 def recipient_of(channel: Channel, order: Mapping[Any, Any]) -> tuple[str | None, str | None]:

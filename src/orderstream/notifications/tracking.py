@@ -14,6 +14,7 @@ from orderstream.notifications import domain
 from orderstream.notifications.models import tracking_tokens
 from orderstream.notifications.render import display_phone, local_datetime, local_time
 from orderstream.orders.models import orders
+from orderstream.prepared import Prepared
 from orderstream.tenancy.models import locations
 
 ENDED = frozenset({"completed", "canceled", "failed"})
@@ -55,17 +56,32 @@ def start(conn: Connection, *, order_id: str, at: datetime) -> None:
 
 def touch(conn: Connection, *, order_id: str, at: datetime, status: str | None = None, delivery: Any = None) -> None:
     """Bump the version (open pages refresh); record the end of the order and the latest delivery facts."""
-    values: dict[str, Any] = {"version": tracking_tokens.c.version + 1, "updated_at": at}
-    if delivery is not None:
-        values["delivery"] = delivery
-    if status in ENDED:
-        values["ended_at"] = sa.func.coalesce(tracking_tokens.c.ended_at, at)
-    update = sa.update(tracking_tokens).where(tracking_tokens.c.order_id == order_id).values(**values)
+    update = _TOUCH[(delivery is not None, status in ENDED)]
+    params = {"b_order_id": order_id, "b_at": at, "b_delivery": delivery}
     # the row nearly always exists (OrderCreated made it): one statement inside the caller's transaction
-    if conn.execute(update).rowcount:
+    if update.run(conn, params):
         return
     start(conn, order_id=order_id, at=at)
-    conn.execute(update)
+    update.run(conn, params)
+
+
+def _touch_statement(with_delivery: bool, ended: bool) -> Prepared:
+    at = sa.bindparam("b_at", type_=tracking_tokens.c.updated_at.type)
+    values: dict[str, Any] = {"version": tracking_tokens.c.version + 1, "updated_at": at}
+    if with_delivery:
+        values["delivery"] = sa.bindparam("b_delivery", type_=tracking_tokens.c.delivery.type)
+    if ended:
+        values["ended_at"] = sa.func.coalesce(tracking_tokens.c.ended_at, at)
+    order_id = sa.bindparam("b_order_id", type_=tracking_tokens.c.order_id.type)
+    return Prepared(sa.update(tracking_tokens).where(tracking_tokens.c.order_id == order_id).values(**values))
+
+
+# touch()'s four shapes (delivery facts or not, ended or not), built once
+_TOUCH = {
+    (with_delivery, ended): _touch_statement(with_delivery, ended)
+    for with_delivery in (True, False)
+    for ended in (True, False)
+}
 
 
 def delivery_facts(event: Any) -> dict[str, Any]:

@@ -7,14 +7,31 @@ from typing import Any, TypedDict, Unpack
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from orderstream.db import LockedSelect, utcnow
+from orderstream.db import LockedSelect, json_ready, pg_json_rows, utcnow
 from orderstream.orders import domain
 from orderstream.orders.events import OrderStatusChanged
 from orderstream.orders.handlers import publish
 from orderstream.orders.models import order_history, orders
+from orderstream.prepared import Prepared, Row
 
 _INSERT_HISTORY = sa.insert(order_history)
 _INSERT_HISTORY_ROWS = sa.insert(order_history).returning(order_history.c.id)
+_HISTORY_COLUMNS = (
+    "order_id",
+    "at",
+    "kind",
+    "from_status",
+    "to_status",
+    "actor",
+    "reason",
+    "details",
+    "inbound_event_id",
+)
+_HISTORY_ROW = pg_json_rows("rows", order_history, _HISTORY_COLUMNS, "history_row", many=True)
+# PostgreSQL: any number of rows as one JSON parameter, one statement compiled once (see pg_json_rows)
+_PG_INSERT_HISTORY_ROWS = Prepared(
+    sa.insert(order_history).from_select(list(_HISTORY_COLUMNS), sa.select(*_HISTORY_ROW.c).select_from(_HISTORY_ROW))
+)
 _SELECT_ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type))
 _SELECT_ORDER_LOCKED = LockedSelect(_SELECT_ORDER)
 _LOCK_ORDER = (
@@ -53,7 +70,11 @@ def insert_history(conn: Connection, entry: dict[str, Any], *, order_id: str, in
 
 def insert_histories(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert complete history rows (history_entry() plus order_id and inbound_event_id) in one statement."""
-    if rows:
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        _PG_INSERT_HISTORY_ROWS.run(conn, {"rows": [json_ready(row) for row in rows]})
+    else:
         # RETURNING makes SQLAlchemy send one multi-row INSERT ("insertmanyvalues") instead of one per row
         conn.execute(_INSERT_HISTORY_ROWS, rows).all()
 
@@ -85,7 +106,7 @@ def lock_order(conn: Connection, *, order_id: str) -> None:
 def change_status(
     conn: Connection,
     *,
-    order: RowMapping,
+    order: Row,
     target: domain.OrderStatus,
     actor: domain.Actor,
     reason: str | None = None,

@@ -17,9 +17,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from orderstream.pos.models import LOCATION_COLUMNS
+from orderstream.prepared import Prepared, Row
 from orderstream.tenancy.models import locations, partner_secrets, partners
 
 
@@ -82,14 +83,14 @@ def _credentials_now(secret_count: int) -> tuple[Any, ...]:
 
 
 @functools.cache
-def _still_valid(secret_count: int) -> sa.Select[Any]:
-    return sa.select(*_credentials_now(secret_count)).where(partners.c.id == sa.bindparam("partner_id"))
+def _still_valid(secret_count: int) -> Prepared:
+    return Prepared(sa.select(*_credentials_now(secret_count)).where(partners.c.id == sa.bindparam("partner_id")))
 
 
 @functools.cache
-def _still_valid_at_location(secret_count: int) -> sa.Select[Any]:
+def _still_valid_at_location(secret_count: int) -> Prepared:
     # the same, and the partner's location by its own id, in one round trip (the hot path of order.created)
-    return (
+    return Prepared(
         sa.select(*_credentials_now(secret_count), *LOCATION_COLUMNS)
         .select_from(
             partners.outerjoin(
@@ -126,9 +127,9 @@ def _unchanged(row: Any, partner: PartnerAuth, used: list[str]) -> bool:
     # row: the credential columns (`_credentials_now`) of the partner, None when it is gone
     return (
         row is not None
-        and row.active_secrets == len(used)
-        and bool(row.require_standard_webhooks) == partner.require_standard_webhooks
-        and row.rate_limit_per_minute == partner.rate_limit_per_minute
+        and row["active_secrets"] == len(used)
+        and bool(row["require_standard_webhooks"]) == partner.require_standard_webhooks
+        and row["rate_limit_per_minute"] == partner.rate_limit_per_minute
     )
 
 
@@ -136,18 +137,17 @@ def confirm(conn: Connection, partner: PartnerAuth, *, secrets: Iterable[str], n
     """True when the secrets that verified are all still active and the partner's settings are unchanged."""
     used = sorted(set(secrets))
     params = {"partner_id": partner.id, "now": now, **_secret_params(used)}
-    row = conn.execute(_still_valid(len(used)), params).first()
-    return _unchanged(row, partner, used)
+    return _unchanged(_still_valid(len(used)).first(conn, params), partner, used)
 
 
 def confirm_at_location(
     conn: Connection, partner: PartnerAuth, *, secrets: Iterable[str], now: datetime, external_id: str
-) -> tuple[bool, RowMapping | None]:
+) -> tuple[bool, Row | None]:
     """`confirm`, and the partner's location with that external id (None when it has none), in one query."""
     used = sorted(set(secrets))
     params = {"partner_id": partner.id, "now": now, "external_id": external_id, **_secret_params(used)}
-    row = conn.execute(_still_valid_at_location(len(used)), params).first()
-    location = row._mapping if row is not None and row.id is not None else None
+    row = _still_valid_at_location(len(used)).first(conn, params)
+    location = row if row is not None and row["id"] is not None else None
     return _unchanged(row, partner, used), location
 
 

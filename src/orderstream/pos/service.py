@@ -31,6 +31,7 @@ from orderstream.pos.schemas import (
     Problem,
     StatusUpdateIn,
 )
+from orderstream.prepared import Row
 from orderstream.tenancy.models import locations
 
 
@@ -49,7 +50,7 @@ class Delivery:
 class KnownLocation:
     """The event's location, read by the caller ahead of the event (row None: the partner has no such location)."""
 
-    row: RowMapping | None
+    row: Row | None
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def _unknown_location(path: str, external_id: str) -> InvalidEvent:
     return InvalidEvent([Problem(path, "unknown_location", f"no location {external_id!r} for this partner")])
 
 
-def find_location(conn: Connection, *, partner_id: int, external_id: str | None, path: str) -> RowMapping:
+def find_location(conn: Connection, *, partner_id: int, external_id: str | None, path: str) -> Row:
     """The partner's location by its own id (or its only location when none is given), else a 422."""
     if external_id is not None:
         row = conn.execute(_LOCATION, {"partner_id": partner_id, "external_id": external_id}).mappings().first()
@@ -160,7 +161,7 @@ def find_order(conn: Connection, *, partner_id: int, pos_order_id: str, location
     return rows[0]
 
 
-def _is_paused(location: RowMapping, now: datetime) -> bool:
+def _is_paused(location: Row, now: datetime) -> bool:
     return bool(location["status"] == "paused" and (location["paused_until"] is None or location["paused_until"] > now))
 
 
@@ -270,7 +271,7 @@ def create_order(
 
 
 def _resent_order(
-    conn: Connection, location: RowMapping, order: OrderIn, *, content_hash: str, event_id: int, base_url: str
+    conn: Connection, location: Row, order: OrderIn, *, content_hash: str, event_id: int, base_url: str
 ) -> Outcome:
     existing = (
         conn.execute(

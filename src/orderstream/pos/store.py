@@ -22,6 +22,7 @@ from orderstream.notifications import tracking
 from orderstream.orders import service as orders_service
 from orderstream.orders.models import order_history, order_line_items, orders
 from orderstream.pos.models import inbound_events
+from orderstream.prepared import Prepared
 
 ORDER_KEY = ("partner_id", "location_id", "source_order_id")
 WEBHOOK_KEY = ("partner_id", "webhook_id")
@@ -39,7 +40,7 @@ class Stored:
 
 
 @functools.cache
-def pg_statement(event_cols: tuple[str, ...], order_cols: tuple[str, ...], history_cols: tuple[str, ...]) -> Any:
+def pg_statement(event_cols: tuple[str, ...], order_cols: tuple[str, ...], history_cols: tuple[str, ...]) -> Prepared:
     """The one statement for these columns (built once per column set).
 
     Each row travels as one JSON parameter: six parameters instead of some fifty, which the driver and
@@ -89,7 +90,7 @@ def pg_statement(event_cols: tuple[str, ...], order_cols: tuple[str, ...], histo
     )
     token = tracking.pg_start_cte(order, event.c.received_at)
     jobs = outbox.pg_insert_rows(only_with=order)
-    return (
+    return Prepared(
         sa.select(
             event.c.id.label("event_id"), order.c.id.label("order_id"), outbox.pg_notify_kinds(jobs).label("job_kinds")
         )
@@ -142,11 +143,11 @@ def store_order(
             "jobs": outbox.json_rows(jobs),
             "channel": outbox.NOTIFY_CHANNEL,
         }
-        row = conn.execute(stmt, params).first()
+        row = stmt.first(conn, params)
         if row is None:
             return Stored(None, False)
-        outbox.note_enqueued(conn, row.job_kinds or (), outbox.earliest_due(jobs))
-        return Stored(int(row.event_id), row.order_id is not None)
+        outbox.note_enqueued(conn, row["job_kinds"] or (), outbox.earliest_due(jobs))
+        return Stored(int(row["event_id"]), row["order_id"] is not None)
     event_id = insert_event(conn, event)
     if event_id is None:
         return Stored(None, False)

@@ -15,6 +15,7 @@ from orderstream.config import Settings
 from orderstream.db import utcnow
 from orderstream.ids import new_id
 from orderstream.jobs.outbox import enqueue
+from orderstream.prepared import Prepared
 from orderstream.webhooks_out.domain import EVENT_TYPES, DeliveryState, Health, Outcome, evaluate_health, event_body
 from orderstream.webhooks_out.models import (
     outbound_event_counters,
@@ -279,7 +280,7 @@ def _pg_record_statement() -> Any:
     return sa.select(event.c.sequence, endpoints.label("endpoints"))
 
 
-_PG_RECORD_EVENT = _pg_record_statement()
+_PG_RECORD_EVENT = Prepared(_pg_record_statement())
 
 
 def _sqlite_next_sequence(conn: Connection, *, partner_id: int) -> int:
@@ -379,9 +380,10 @@ def record_event(
     }
     endpoints: list[tuple[str, list[str]]]
     if conn.dialect.name == "postgresql":
-        row = conn.execute(_PG_RECORD_EVENT, values).one()
-        sequence = int(row.sequence)
-        endpoints = [(str(endpoint_id), types) for endpoint_id, types in row.endpoints or []]
+        row = _PG_RECORD_EVENT.first(conn, values)
+        assert row is not None  # an INSERT ... SELECT of one row
+        sequence = int(row["sequence"])
+        endpoints = [(str(endpoint_id), types) for endpoint_id, types in row["endpoints"] or []]
     else:
         sequence = _sqlite_next_sequence(conn, partner_id=partner_id)
         conn.execute(_INSERT_EVENT, {**values, "sequence": sequence})
