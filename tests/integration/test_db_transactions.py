@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from orderstream.db import Database, LockedSelect, after_commit, in_values
@@ -81,3 +82,23 @@ def test_in_values_writes_its_constants_into_the_sql(db: Database) -> None:
     assert compiled.params == {}
     with db.read() as conn:
         assert conn.execute(stmt).all() == []
+
+
+def test_held_statements_keep_one_connection_and_start_again_after_a_failure(db: Database) -> None:
+    held = db.held()
+    ran: list[str] = []
+    with held.statements() as conn:
+        after_commit(conn, lambda: ran.append("first"))
+        first = conn.connection.dbapi_connection
+    with held.statements() as conn:
+        second = conn.connection.dbapi_connection
+        assert not _in_transaction(conn) or db.is_sqlite  # each statement commits on its own (PostgreSQL)
+    assert ran == ["first"]  # as atomic_statements(): callbacks once the round's statements ran
+    if not db.is_sqlite:
+        assert first is second  # kept, not checked out and in again per round
+    with pytest.raises(sa.exc.DBAPIError), held.statements() as conn:
+        conn.exec_driver_sql("SELECT no_such_column FROM orders")
+    with held.statements() as conn:
+        assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+    held.close()
+    held.close()  # twice is fine

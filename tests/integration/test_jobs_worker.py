@@ -333,6 +333,41 @@ def test_listener_reconnects_after_its_connection_dies(pg_url: str) -> None:
         other_db.dispose()
 
 
+def _claimer_pids(db: Database) -> set[int]:
+    """PostgreSQL server processes whose last statement was a claim or a next-due query (the claim loops')."""
+    with db.read() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND (query LIKE 'UPDATE jobs SET status=%%CASE WHEN%%' OR query LIKE 'SELECT (SELECT jobs.run_at%%')"
+        ).all()
+    return {int(pid) for (pid,) in rows}
+
+
+@pytest.mark.postgres
+def test_claim_loop_keeps_its_connection_and_replaces_a_dead_one(pg_url: str) -> None:
+    """One connection round after round; killed, the loop claims again on a new one (after its retry delay)."""
+    worker_db, other_db = Database.from_url(pg_url, pool_size=5), Database.from_url(pg_url, pool_size=2)
+    kind, seen = unique_kind("heldclaim"), Recorder()
+    registry = JobRegistry()
+    registry.register(JobKind(kind, seen.record))
+    try:
+        with running_worker(worker_db, worker_settings(pg_url, worker_idle_poll_seconds=30.0), registry):
+            first = _enqueue(other_db, kind)
+            wait_for(lambda: seen.times(first), timeout=5)
+            claimers = wait_for(lambda: _claimer_pids(other_db), timeout=5)
+            second = _enqueue(other_db, kind)
+            wait_for(lambda: seen.times(second), timeout=5)
+            assert _claimer_pids(other_db) == claimers
+            with other_db.write() as conn:
+                conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM unnest(ARRAY{sorted(claimers)}) AS pid")
+            third = _enqueue(other_db, kind)
+            wait_for(lambda: seen.times(third), timeout=15)
+            assert wait_for(lambda: _claimer_pids(other_db) - claimers, timeout=5)
+    finally:
+        worker_db.dispose()
+        other_db.dispose()
+
+
 def _count_completes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Job ids the worker marks done in a transaction of its own (runtime.complete, spied, still run)."""
     calls: list[int] = []

@@ -103,6 +103,7 @@ class Worker:
         # when the claim loop wakes by itself next (None: it is claiming, or about to)
         self._planned_wake: datetime | None = None
         self._running: dict[int, _Running] = {}
+        self._claim_statements = db.held()  # the claim loop's own connection
         self._threads: list[threading.Thread] = []
         self._handlers: list[threading.Thread] = []
         self._started = False
@@ -217,6 +218,12 @@ class Worker:
     # -- claiming --------------------------------------------------------------------------------
 
     def _claim_loop(self) -> None:
+        try:
+            self._claim_rounds()
+        finally:
+            self._claim_statements.close()
+
+    def _claim_rounds(self) -> None:
         idle = self.settings.worker_idle_poll_seconds
         failures = 0
         while not self._stopping.is_set():
@@ -246,7 +253,7 @@ class Worker:
         if not self._leases:
             return [], None
         due = None
-        with self.db.atomic_statements() as conn:
+        with self._claim_statements.statements() as conn:
             claimed = runtime.claim(conn, worker_id=self.worker_id, kinds=self._leases, limit=limit)
             if len(claimed) < limit:
                 due = runtime.next_due(conn, kinds=self._kind_names)
