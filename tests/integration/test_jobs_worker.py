@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -310,27 +312,38 @@ def test_app_without_embedded_worker_starts_none(db: Database, db_url: str) -> N
         assert "http" in app.state.services
 
 
-@pytest.mark.postgres
-def test_listener_reconnects_after_its_connection_dies(pg_url: str) -> None:
-    """Jobs enqueued through another engine (no in-process signal) still wake the worker after a reconnect."""
+@contextmanager
+def _idle_worker_and_other_database(pg_url: str, kind: str, seen: Recorder) -> Iterator[Database]:
+    """A worker running `kind` (idle poll 30 s) on a database of its own; yields another one to act through."""
     worker_db, other_db = Database.from_url(pg_url, pool_size=5), Database.from_url(pg_url, pool_size=2)
-    kind, seen = unique_kind("relisten"), Recorder()
     registry = JobRegistry()
     registry.register(JobKind(kind, seen.record))
     try:
         with running_worker(worker_db, worker_settings(pg_url, worker_idle_poll_seconds=30.0), registry):
-            old = wait_for(lambda: listener_pids(other_db))
-            with other_db.write() as conn:
-                conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM unnest(ARRAY{sorted(old)}) AS pid")
-            wait_for(lambda: listener_pids(other_db) - old, timeout=15)
-            time.sleep(0.3)  # the reconnect's own catch-up wake has passed
-            job_id = _enqueue(other_db, kind)
-            committed = time.time()
-            wait_for(lambda: seen.times(job_id), timeout=5, interval=0.005)
-            assert seen.times(job_id)[0] - committed < 1.0
+            yield other_db
     finally:
         worker_db.dispose()
         other_db.dispose()
+
+
+def _terminate(db: Database, pids: set[int]) -> None:
+    with db.write() as conn:
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM unnest(ARRAY{sorted(pids)}) AS pid")
+
+
+@pytest.mark.postgres
+def test_listener_reconnects_after_its_connection_dies(pg_url: str) -> None:
+    """Jobs enqueued through another engine (no in-process signal) still wake the worker after a reconnect."""
+    kind, seen = unique_kind("relisten"), Recorder()
+    with _idle_worker_and_other_database(pg_url, kind, seen) as other_db:
+        old = wait_for(lambda: listener_pids(other_db))
+        _terminate(other_db, old)
+        wait_for(lambda: listener_pids(other_db) - old, timeout=15)
+        time.sleep(0.3)  # the reconnect's own catch-up wake has passed
+        job_id = _enqueue(other_db, kind)
+        committed = time.time()
+        wait_for(lambda: seen.times(job_id), timeout=5, interval=0.005)
+        assert seen.times(job_id)[0] - committed < 1.0
 
 
 def _claimer_pids(db: Database) -> set[int]:
@@ -346,26 +359,18 @@ def _claimer_pids(db: Database) -> set[int]:
 @pytest.mark.postgres
 def test_claim_loop_keeps_its_connection_and_replaces_a_dead_one(pg_url: str) -> None:
     """One connection round after round; killed, the loop claims again on a new one (after its retry delay)."""
-    worker_db, other_db = Database.from_url(pg_url, pool_size=5), Database.from_url(pg_url, pool_size=2)
     kind, seen = unique_kind("heldclaim"), Recorder()
-    registry = JobRegistry()
-    registry.register(JobKind(kind, seen.record))
-    try:
-        with running_worker(worker_db, worker_settings(pg_url, worker_idle_poll_seconds=30.0), registry):
-            first = _enqueue(other_db, kind)
-            wait_for(lambda: seen.times(first), timeout=5)
-            claimers = wait_for(lambda: _claimer_pids(other_db), timeout=5)
-            second = _enqueue(other_db, kind)
-            wait_for(lambda: seen.times(second), timeout=5)
-            assert _claimer_pids(other_db) == claimers
-            with other_db.write() as conn:
-                conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM unnest(ARRAY{sorted(claimers)}) AS pid")
-            third = _enqueue(other_db, kind)
-            wait_for(lambda: seen.times(third), timeout=15)
-            assert wait_for(lambda: _claimer_pids(other_db) - claimers, timeout=5)
-    finally:
-        worker_db.dispose()
-        other_db.dispose()
+    with _idle_worker_and_other_database(pg_url, kind, seen) as other_db:
+        first = _enqueue(other_db, kind)
+        wait_for(lambda: seen.times(first), timeout=5)
+        claimers = wait_for(lambda: _claimer_pids(other_db), timeout=5)
+        second = _enqueue(other_db, kind)
+        wait_for(lambda: seen.times(second), timeout=5)
+        assert _claimer_pids(other_db) == claimers
+        _terminate(other_db, claimers)
+        third = _enqueue(other_db, kind)
+        wait_for(lambda: seen.times(third), timeout=15)
+        assert wait_for(lambda: _claimer_pids(other_db) - claimers, timeout=5)
 
 
 def _count_completes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
