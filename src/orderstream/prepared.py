@@ -25,7 +25,11 @@ _COMPILED_LIMIT = 64  # parameter-name sets per statement: callers use a fixed f
 
 
 class Prepared:
-    """A statement built once at import; `rows`, `first`, `scalar` and `run` execute it on a connection."""
+    """A statement built once at import; `rows`, `first`, `scalar` and `run` execute it on a connection.
+
+    Only inside Database.write(), read(), atomic_statements() or held(): they begin (or autocommit) the
+    transaction themselves, where SQLAlchemy's autobegin would not see a statement it did not run.
+    """
 
     def __init__(self, statement: Statement) -> None:
         self.statement = statement
