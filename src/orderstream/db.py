@@ -66,6 +66,12 @@ def pg_json_rows(param: str, table: sa.Table, columns: Sequence[str], name: str,
     )
 
 
+def pg_insert_json_rows(table: sa.Table, columns: Sequence[str], *, param: str = "rows") -> Any:
+    """PostgreSQL: INSERT of the rows given as one JSON array parameter (`pg_json_rows`) into these columns."""
+    row = pg_json_rows(param, table, columns, f"{table.name}_row", many=True)
+    return postgresql.insert(table).from_select(list(columns), sa.select(*row.c).select_from(row))
+
+
 def sql_constant(value: str) -> sa.ColumnElement[Any]:
     """A string constant written into the SQL text (quoted), not a bound parameter.
 
@@ -240,13 +246,13 @@ class HeldStatements:
                 yield conn
             return
         if self._conn is None or self._conn.closed or self._conn.invalidated:
-            self._conn = self._db.autocommit_connection()
+            self._conn = self._db._autocommit.connect()
         try:
             yield self._conn
         except BaseException:
             self.close()  # whatever failed, the next round starts on a fresh connection
             raise
-        self._db.after_statements(self._conn)
+        self._db._after_commit(self._conn)
 
     def close(self) -> None:
         """Give the connection back to the pool."""
@@ -315,14 +321,6 @@ class Database:
             with self._autocommit.connect() as conn:
                 yield conn
                 self._after_commit(conn)
-
-    def autocommit_connection(self) -> Connection:
-        """A pooled PostgreSQL connection in autocommit mode, for its caller to close (see HeldStatements)."""
-        return self._autocommit.connect()
-
-    def after_statements(self, conn: Connection) -> None:
-        """What atomic_statements() does once its statements ran: after-commit callbacks and commit listeners."""
-        self._after_commit(conn)
 
     def held(self) -> HeldStatements:
         """atomic_statements() for one thread's loop, keeping its PostgreSQL connection between rounds."""

@@ -407,7 +407,7 @@ def insert_attempt(conn: Connection, values: dict[str, Any]) -> Row | None:
 
 
 @cache
-def _start_attempt_statement(names: tuple[str, ...], history_names: tuple[str, ...]) -> Any:
+def _start_attempt_statement(names: tuple[str, ...], history_names: tuple[str, ...]) -> Prepared:
     """PostgreSQL: lock the order if still dispatchable, insert the attempt and its history line; one statement.
 
     names: the attempt's columns (attempt_values), history_names: the history entry's (_booking_history).
@@ -860,7 +860,7 @@ def _store_progress(
 @cache
 def _progress_statement(
     attempt_columns: tuple[str, ...], order_columns: tuple[str, ...], history_columns: tuple[str, ...]
-) -> Any:
+) -> Prepared:
     """PostgreSQL: _store_progress's three writes as one statement (built once per set of columns)."""
     attempt_update = (
         sa.update(delivery_attempts)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from orderstream.config import Settings
-from orderstream.db import in_values, insert_ignoring, json_ready, pg_json_rows, prefixed, unprefixed, utcnow
+from orderstream.db import in_values, insert_ignoring, json_ready, pg_insert_json_rows, prefixed, unprefixed, utcnow
 from orderstream.ids import new_id
 from orderstream.jobs.outbox import batch, enqueue
 from orderstream.notifications import domain
@@ -59,11 +59,10 @@ _ROW_COLUMNS = (
     "id", "order_id", "partner_id", "location_id", "kind", "channel", "seq", "recipient_hash", "recipient_masked",
     "status", "reason", "facts", "send_after", "created_at", "updated_at", "subject", "body_text", "body_html",
 )  # fmt: skip
-_ROW = pg_json_rows("rows", notifications, _ROW_COLUMNS, "notification_row", many=True)
 # PostgreSQL: the rows as one JSON parameter, one statement compiled once (see pg_json_rows)
 _PG_INSERT_ROWS = Prepared(
-    insert_ignoring("postgresql", notifications, index_elements=_INSERT_KEY)
-    .from_select(list(_ROW_COLUMNS), sa.select(*_ROW.c).select_from(_ROW))
+    pg_insert_json_rows(notifications, _ROW_COLUMNS)
+    .on_conflict_do_nothing(index_elements=_INSERT_KEY)
     .returning(notifications.c.id)
 )
 SEND_MAX_ATTEMPTS = 8

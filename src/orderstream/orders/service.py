@@ -7,7 +7,7 @@ from typing import Any, TypedDict, Unpack
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from orderstream.db import LockedSelect, json_ready, pg_json_rows, utcnow
+from orderstream.db import LockedSelect, json_ready, pg_insert_json_rows, utcnow
 from orderstream.orders import domain
 from orderstream.orders.events import OrderStatusChanged
 from orderstream.orders.handlers import publish
@@ -16,22 +16,9 @@ from orderstream.prepared import Prepared, Row
 
 _INSERT_HISTORY = sa.insert(order_history)
 _INSERT_HISTORY_ROWS = sa.insert(order_history).returning(order_history.c.id)
-_HISTORY_COLUMNS = (
-    "order_id",
-    "at",
-    "kind",
-    "from_status",
-    "to_status",
-    "actor",
-    "reason",
-    "details",
-    "inbound_event_id",
-)
-_HISTORY_ROW = pg_json_rows("rows", order_history, _HISTORY_COLUMNS, "history_row", many=True)
 # PostgreSQL: any number of rows as one JSON parameter, one statement compiled once (see pg_json_rows)
-_PG_INSERT_HISTORY_ROWS = Prepared(
-    sa.insert(order_history).from_select(list(_HISTORY_COLUMNS), sa.select(*_HISTORY_ROW.c).select_from(_HISTORY_ROW))
-)
+_HISTORY_COLUMNS = [column.name for column in order_history.c if column.name != "id"]
+_PG_INSERT_HISTORY_ROWS = Prepared(pg_insert_json_rows(order_history, _HISTORY_COLUMNS))
 _SELECT_ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type))
 _SELECT_ORDER_LOCKED = LockedSelect(_SELECT_ORDER)
 _LOCK_ORDER = (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from orderstream.orders.events import DeliveryStatusChanged, OrderStatusChanged
 from orderstream.orders.models import orders
+from orderstream.prepared import Row
 from orderstream.tenancy.models import locations
 from orderstream.webhooks_out.domain import (
     DELIVERY_FAILURE_STATUSES,
@@ -42,10 +42,10 @@ _CARRIED = ("delivery_status", "driver_details", "pickup_eta", "dropoff_eta", "t
 
 
 def _order_ref(
-    conn: Connection, order_id: str, *, status: str | None = None, held: Mapping[Any, Any] | None = None
-) -> tuple[OrderRef, Mapping[Any, Any]]:
+    conn: Connection, order_id: str, *, status: str | None = None, held: Row | None = None
+) -> tuple[OrderRef, Row]:
     """The order's POS reference: from `held` (_SELECT_ORDER_REF's columns, as a publisher has them), else read."""
-    row: Mapping[Any, Any]
+    row: Row
     if held is not None:
         row = held
     else:
