@@ -231,3 +231,63 @@ def test_sent_messages_are_never_sent_again(db: Database, driver: Driver, partne
         conn.execute(sa.update(jobs).where(jobs.c.key == sms["id"]).values(status="pending", run_at=utcnow()))
     driver.drain()
     assert len(_mine(sim, phone)) == 1
+
+
+def test_a_send_is_three_statements_on_the_message_on_postgresql(
+    db: Database, driver: Driver, partner: PartnerFixture, sim: str, statements: list[str]
+) -> None:
+    phone = "+14155550149"
+    order_id = seed_order(db, partner, customer_phone=phone, customer_email=None)
+    order_created(db, order_id)
+    driver.run_once()  # plan
+    statements.clear()
+    driver.drain()
+    sent_with = list(statements)
+    sms = by_key(db, order_id)[("confirmed", "sms")]
+    assert sms["status"] == "sent"
+    assert len(_mine(sim, phone)) == 1
+    with db.read() as conn:
+        reasons = conn.execute(
+            sa.select(order_history.c.reason).where(
+                order_history.c.order_id == order_id, order_history.c.kind == "notification"
+            )
+        ).scalars()
+        assert sorted(reasons) == ["email confirmed skipped: no_email", "sms confirmed sent"]
+    if db.is_sqlite:
+        return
+    # the read (message, contact, opt-out, sender), `sending`, and the outcome with its history entry
+    on_message = [s for s in sent_with if "notifications" in s and "jobs" not in s]
+    assert len(on_message) == 3, on_message
+    assert "INSERT INTO order_history" in on_message[2]
+    assert not [s for s in sent_with if s.startswith("INSERT INTO order_history")]
+
+
+def test_a_message_settled_meanwhile_is_neither_marked_nor_recorded_again(
+    db: Database, db_url: str, partner: PartnerFixture
+) -> None:
+    order_id = seed_order(db, partner, customer_phone="+14155550150", customer_email=None)
+    settings = notif_settings(db_url, sms_url=None, smtp_port=None)
+    with db.write() as conn:
+        service.queue(conn, settings, order_id=order_id, kind=service.Kind.CONFIRMED)
+    [queued] = [row for row in rows(db, order_id) if row["channel"] == "sms"]
+    history = service.history_row(queued, "sent", None)
+    outcome = service.Outcome(status="sent", reason=None, provider="twilio", message_id="SM1", error=None, at=utcnow())
+    with db.atomic_statements() as conn:
+        assert service.mark_sending(conn, queued["id"], sending_at=utcnow())
+        assert service.record_outcome(conn, queued["id"], outcome, history=history)
+        # a second worker's late outcome, or a send of a message already settled: nothing changes
+        assert not service.mark_sending(conn, queued["id"], sending_at=utcnow())
+        late = service.Outcome(status="failed", reason="late", provider=None, message_id=None, error="x", at=utcnow())
+        assert not service.record_outcome(conn, queued["id"], late, history=service.history_row(queued, "failed", "x"))
+    [stored] = [row for row in rows(db, order_id) if row["channel"] == "sms"]
+    assert (stored["status"], stored["provider"], stored["provider_message_id"], stored["attempts"]) == (
+        "sent", "twilio", "SM1", 1,
+    )  # fmt: skip
+    assert stored["sent_at"] is not None
+    with db.read() as conn:
+        reasons = conn.execute(
+            sa.select(order_history.c.reason).where(
+                order_history.c.order_id == order_id, order_history.c.kind == "notification"
+            )
+        ).scalars()
+        assert sorted(reasons) == ["email confirmed skipped: no_email", "sms confirmed sent"]

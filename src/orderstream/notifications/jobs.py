@@ -9,20 +9,17 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
-from sqlalchemy.engine import RowMapping
 
 from orderstream.config import Settings
-from orderstream.db import Database, utcnow
+from orderstream.db import utcnow
 from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, RetryableError, RetryPolicy
 from orderstream.notifications import domain, planner, service
 from orderstream.notifications.channels.smtp import Email, EmailError, LogSender, SmtpConfig, SmtpSender
 from orderstream.notifications.channels.twilio.client import TwilioClient, TwilioConfig, TwilioError
 from orderstream.notifications.domain import Channel, Status
 from orderstream.notifications.handlers import PLAN_KIND
-from orderstream.notifications.models import notifications
 from orderstream.notifications.service import SEND_KIND, SEND_MAX_ATTEMPTS
-from orderstream.orders.models import orders
+from orderstream.prepared import Row
 
 log = logging.getLogger("orderstream.notifications")
 
@@ -118,14 +115,14 @@ def plan_job(ctx: JobContext) -> None:
 
 @dataclass(frozen=True)
 class _Claim:
-    row: RowMapping
+    row: Row  # the notification, as read by service.send_view()
     recipient: str
     was_in_flight: bool  # an earlier attempt marked it sending and never recorded an outcome
 
 
 def _finish(
-    db: Database,
-    notification_id: str,
+    ctx: JobContext,
+    row: Row,
     *,
     status: Status,
     reason: str | None = None,
@@ -133,25 +130,21 @@ def _finish(
     message_id: str | None = None,
     error: str | None = None,
     history: bool = False,
+    done: bool = False,
 ) -> None:
-    """Record the outcome, unless a status callback already moved the message further."""
-    now = utcnow()
-    values: dict[str, Any] = {"status": status.value, "reason": reason, "updated_at": now, "last_error": error}
-    if provider:
-        values["provider"] = provider
-    if message_id:
-        values["provider_message_id"] = message_id
-    if status is Status.SENT:
-        values["sent_at"] = now
-    with db.write() as conn:
-        changed = conn.execute(
-            sa.update(notifications)
-            .where(notifications.c.id == notification_id, notifications.c.status.in_(("queued", "sending")))
-            .values(**values)
-        ).rowcount
-        row = conn.execute(sa.select(notifications).where(notifications.c.id == notification_id)).mappings().one()
-        if changed and (history or status is not Status.QUEUED):
-            service.record_history(conn, row=row, status=status.value, reason=reason)
+    """Record the outcome unless a status callback already moved the message further; `done` ends the job too."""
+    entry = None
+    if history or status is not Status.QUEUED:
+        entry = service.history_row(
+            {**row, "provider_message_id": message_id or row["provider_message_id"]}, status.value, reason
+        )
+    outcome = service.Outcome(
+        status=status.value, reason=reason, provider=provider, message_id=message_id, error=error, at=utcnow()
+    )
+    with ctx.db.atomic_statements() as conn:
+        service.record_outcome(conn, row["id"], outcome, history=entry)
+        if done:
+            ctx.finish_in(conn)
     log.info(
         "notification %s %s/%s of %s %s%s",
         row["id"],
@@ -161,7 +154,7 @@ def _finish(
         status.value,
         f" ({reason})" if reason else "",
         extra={
-            "notification_id": notification_id,
+            "notification_id": row["id"],
             "order_id": row["order_id"],
             "kind": row["kind"],
             "channel": row["channel"],
@@ -172,39 +165,35 @@ def _finish(
     )
 
 
+def _skip_reason(row: Row, channel: Channel, recipient: str | None, reason: str | None) -> str | None:
+    """Why the message must not go out now (None: send it)."""
+    if recipient is not None and domain.contact_hash(recipient) != row["recipient_hash"]:
+        return "contact_changed"
+    if reason is None and row["opted_out"]:
+        return "opted_out"
+    if reason is None and row["kind"] == domain.Kind.REMINDER.value and row["order_status"] in ENDED_STATUSES:
+        return "order_ended"
+    if reason is None and recipient is None:
+        return "no_recipient"
+    return reason
+
+
 def _claim(ctx: JobContext, notification_id: str) -> _Claim | None:
-    """Mark the message `sending` in a committed transaction of its own, or settle it without sending."""
-    with ctx.db.write() as conn:
-        row = conn.execute(sa.select(notifications).where(notifications.c.id == notification_id)).mappings().first()
-        if row is None or row["status"] not in (Status.QUEUED.value, Status.SENDING.value):
-            return None
-        order = conn.execute(sa.select(orders).where(orders.c.id == row["order_id"])).mappings().one()
-        channel = Channel(row["channel"])
-        recipient, reason = service.recipient_of(channel, order)
-        if recipient is not None and domain.contact_hash(recipient) != row["recipient_hash"]:
-            reason = "contact_changed"
-        if reason is None and service.is_opted_out(conn, channel, row["recipient_hash"]):
-            reason = "opted_out"
-        if reason is None and row["kind"] == domain.Kind.REMINDER.value and order["status"] in ENDED_STATUSES:
-            reason = "order_ended"
-        if reason is not None or recipient is None:
-            pending = reason or "no_recipient"
-        else:
-            pending = None
-            conn.execute(
-                sa.update(notifications)
-                .where(notifications.c.id == notification_id)
-                .values(
-                    status=Status.SENDING.value,
-                    attempts=notifications.c.attempts + 1,
-                    sending_at=row["sending_at"] or utcnow(),
-                    updated_at=utcnow(),
-                )
-            )
+    """Mark the message `sending` in a statement committed on its own, or settle it without sending."""
+    with ctx.db.read() as conn:
+        row = service.send_view(conn, notification_id)
+    if row is None or row["status"] not in (Status.QUEUED.value, Status.SENDING.value):
+        return None
+    channel = Channel(row["channel"])
+    recipient, reason = service.recipient_of(channel, row)
+    pending = _skip_reason(row, channel, recipient, reason)
     if pending is not None:
-        _finish(ctx.db, notification_id, status=Status.SKIPPED, reason=pending, history=True)
+        _finish(ctx, row, status=Status.SKIPPED, reason=pending, history=True, done=True)
         return None
     assert recipient is not None
+    with ctx.db.atomic_statements() as conn:
+        if not service.mark_sending(conn, notification_id, sending_at=row["sending_at"] or utcnow()):
+            return None  # settled meanwhile
     return _Claim(row=row, recipient=recipient, was_in_flight=row["status"] == Status.SENDING.value)
 
 
@@ -230,9 +219,7 @@ def _send_sms(ctx: JobContext, claim: _Claim, channels: Channels) -> str:
 
 def _send_email(ctx: JobContext, claim: _Claim, channels: Channels) -> str:
     row = claim.row
-    with ctx.db.read() as conn:
-        from_email = service.location_settings(conn, location_id=row["location_id"])["from_email"]
-    sender = from_email or ctx.settings.notifications_from_email
+    sender = row["from_email"] or ctx.settings.notifications_from_email
     email = Email(
         notification_id=row["id"],
         sender=sender,
@@ -253,7 +240,6 @@ def _provider_name(channel: Channel, channels: Channels) -> str:
 
 def _deliver(ctx: JobContext, claim: _Claim, channels: Channels) -> None:
     """The provider call and the recording of its outcome."""
-    notification_id = str(claim.row["id"])
     channel = Channel(claim.row["channel"])
     provider = _provider_name(channel, channels)
     try:
@@ -261,7 +247,7 @@ def _deliver(ctx: JobContext, claim: _Claim, channels: Channels) -> None:
     except (TwilioError, EmailError) as err:
         error = domain.redact(str(err), claim.recipient)
         if err.permanent:
-            _finish(ctx.db, notification_id, status=Status.FAILED, reason=error, provider=provider, error=error)
+            _finish(ctx, claim.row, status=Status.FAILED, reason=error, provider=provider, error=error)
             if isinstance(err, TwilioError) and err.opted_out:
                 with ctx.db.write() as conn:
                     service.set_opt_out(
@@ -269,14 +255,14 @@ def _deliver(ctx: JobContext, claim: _Claim, channels: Channels) -> None:
                     )
             return
         if ctx.attempts >= SEND_MAX_ATTEMPTS:
-            _finish(ctx.db, notification_id, status=Status.FAILED, reason=f"retries exhausted: {error}", error=error)
+            _finish(ctx, claim.row, status=Status.FAILED, reason=f"retries exhausted: {error}", error=error)
             return
         if not err.unknown:
             # the provider said no: nothing went out, so the next attempt need not look for a copy
-            _finish(ctx.db, notification_id, status=Status.QUEUED, error=error)
+            _finish(ctx, claim.row, status=Status.QUEUED, error=error)
         retry_after = err.retry_after if isinstance(err, TwilioError) else None
         raise RetryableError(error, retry_after=retry_after) from None
-    _finish(ctx.db, notification_id, status=Status.SENT, provider=provider, message_id=message_id)
+    _finish(ctx, claim.row, status=Status.SENT, provider=provider, message_id=message_id, done=True)
     if provider in SANDBOX_PROVIDERS:
         # the sandbox has no phone or mailbox to look at: the text goes to the log (recipient masked)
         log.info(

@@ -11,10 +11,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection
 
 from orderstream.config import Settings
-from orderstream.db import in_values, insert_ignoring, json_ready, pg_insert_json_rows, prefixed, unprefixed, utcnow
+from orderstream.db import (
+    in_values,
+    insert_ignoring,
+    json_ready,
+    pg_insert_json_rows,
+    pg_json_rows,
+    prefixed,
+    unprefixed,
+    utcnow,
+)
 from orderstream.ids import new_id
 from orderstream.jobs.outbox import batch, enqueue
 from orderstream.notifications import domain
@@ -26,8 +35,8 @@ from orderstream.notifications.models import (
 )
 from orderstream.notifications.render import display_phone, local_datetime, local_time, money, render
 from orderstream.orders import service as orders_service
-from orderstream.orders.models import orders
-from orderstream.prepared import Prepared
+from orderstream.orders.models import order_history, orders
+from orderstream.prepared import Prepared, Row
 from orderstream.tenancy.models import locations
 
 log = logging.getLogger("orderstream.notifications")
@@ -147,12 +156,13 @@ def context(view: OrderView, settings: Settings, facts: dict[str, Any], notifica
     }
 
 
-def record_history(conn: Connection, *, row: dict[str, Any] | RowMapping, status: str, reason: str | None) -> None:
+def record_history(conn: Connection, *, row: Row, status: str, reason: str | None) -> None:
     """An order-history entry for a message outcome (recipient masked)."""
-    orders_service.insert_histories(conn, [_history(row, status, reason)])
+    orders_service.insert_histories(conn, [history_row(row, status, reason)])
 
 
-def _history(row: dict[str, Any] | RowMapping, status: str, reason: str | None) -> dict[str, Any]:
+def history_row(row: Row, status: str, reason: str | None) -> dict[str, Any]:
+    """The order-history row of a message outcome (recipient masked)."""
     entry = orders_service.history_entry(
         kind="notification",
         actor="system",
@@ -347,7 +357,7 @@ def queue(
                 },  # fmt: skip
             )
             if reason is not None:
-                skips.append(_history(values, Status.SKIPPED.value, reason))
+                skips.append(history_row(values, Status.SKIPPED.value, reason))
                 continue
             enqueue(
                 conn,
@@ -360,6 +370,125 @@ def queue(
             queued.append(nid)
     orders_service.insert_histories(conn, skips)
     return queued
+
+
+# --- sending one message ---------------------------------------------------------------------------
+
+_NOTIFICATION_ID = sa.bindparam("b_id", type_=notifications.c.id.type)
+_UNSETTLED = in_values(notifications.c.status, [Status.QUEUED.value, Status.SENDING.value])
+# a message, its order's contact and status, whether its recipient opted out of its channel and its location's
+# sender address: what a send needs, in one statement
+_SELECT_SEND_VIEW = Prepared(
+    sa.select(
+        notifications,
+        orders.c.customer_phone_e164,
+        orders.c.customer_phone,
+        orders.c.customer_email,
+        orders.c.status.label("order_status"),
+        sa.exists(
+            sa.select(notification_opt_outs.c.id).where(
+                notification_opt_outs.c.channel == notifications.c.channel,
+                notification_opt_outs.c.contact_hash == notifications.c.recipient_hash,
+            )
+        ).label("opted_out"),
+        notification_settings.c.from_email,
+    )
+    .select_from(
+        notifications.join(orders, orders.c.id == notifications.c.order_id).outerjoin(
+            notification_settings, notification_settings.c.location_id == notifications.c.location_id
+        )
+    )
+    .where(notifications.c.id == _NOTIFICATION_ID)
+)
+_MARK_SENDING = Prepared(
+    sa.update(notifications)
+    .where(notifications.c.id == _NOTIFICATION_ID, _UNSETTLED)
+    .values(
+        status=Status.SENDING.value,
+        attempts=notifications.c.attempts + 1,
+        sending_at=sa.bindparam("b_sending_at", type_=notifications.c.sending_at.type),
+        updated_at=sa.bindparam("b_now", type_=notifications.c.updated_at.type),
+    )
+)
+# the outcome of a send, unless a status callback settled the message first (one statement shape for every outcome)
+_UPDATE_OUTCOME = (
+    sa.update(notifications)
+    .where(notifications.c.id == _NOTIFICATION_ID, _UNSETTLED)
+    .values(
+        status=sa.bindparam("b_status", type_=notifications.c.status.type),
+        reason=sa.bindparam("b_reason", type_=notifications.c.reason.type),
+        last_error=sa.bindparam("b_error", type_=notifications.c.last_error.type),
+        updated_at=sa.bindparam("b_now", type_=notifications.c.updated_at.type),
+        provider=sa.func.coalesce(
+            sa.bindparam("b_provider", type_=notifications.c.provider.type), notifications.c.provider
+        ),
+        provider_message_id=sa.func.coalesce(
+            sa.bindparam("b_message_id", type_=notifications.c.provider_message_id.type),
+            notifications.c.provider_message_id,
+        ),
+        sent_at=sa.func.coalesce(
+            sa.bindparam("b_sent_at", type_=notifications.c.sent_at.type), notifications.c.sent_at
+        ),
+    )
+)
+_SQLITE_OUTCOME = Prepared(_UPDATE_OUTCOME)
+
+
+def _pg_outcome_statement() -> Prepared:
+    """PostgreSQL: the outcome and its history row (given as JSON, none or one) in one statement."""
+    changed = _UPDATE_OUTCOME.returning(notifications.c.id).cte("changed_notification")
+    names = orders_service.HISTORY_COLUMNS
+    entry = pg_json_rows("b_history", order_history, names, "outcome_history_row", many=True)
+    history = sa.insert(order_history).from_select(
+        list(names), sa.select(*entry.c).select_from(entry).where(sa.exists(sa.select(changed.c.id)))
+    )
+    return Prepared(sa.select(sa.func.count()).select_from(changed).add_cte(history.cte("outcome_history")))
+
+
+_PG_OUTCOME = _pg_outcome_statement()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one attempt to send a message."""
+
+    status: str
+    reason: str | None
+    provider: str | None
+    message_id: str | None
+    error: str | None
+    at: datetime
+
+
+def send_view(conn: Connection, notification_id: str) -> Row | None:
+    """The message with what sending it needs (see _SELECT_SEND_VIEW), or None."""
+    return _SELECT_SEND_VIEW.first(conn, {"b_id": notification_id})
+
+
+def mark_sending(conn: Connection, notification_id: str, *, sending_at: datetime) -> bool:
+    """Mark a queued (or in-flight) message `sending`, one more attempt; False when it was settled meanwhile."""
+    return _MARK_SENDING.run(conn, {"b_id": notification_id, "b_sending_at": sending_at, "b_now": utcnow()}) == 1
+
+
+def record_outcome(conn: Connection, notification_id: str, outcome: Outcome, *, history: dict[str, Any] | None) -> bool:
+    """Record a send's outcome and its history row, unless the message was settled meanwhile; whether it was."""
+    params = {
+        "b_id": notification_id,
+        "b_status": outcome.status,
+        "b_reason": outcome.reason,
+        "b_error": outcome.error,
+        "b_now": outcome.at,
+        "b_provider": outcome.provider or None,
+        "b_message_id": outcome.message_id or None,
+        "b_sent_at": outcome.at if outcome.status == Status.SENT.value else None,
+    }
+    if conn.dialect.name == "postgresql":
+        rows = [json_ready(history)] if history is not None else []
+        return bool(_PG_OUTCOME.scalar(conn, {**params, "b_history": rows}))
+    changed = _SQLITE_OUTCOME.run(conn, params) == 1
+    if changed and history is not None:
+        orders_service.insert_histories(conn, [history])
+    return changed
 
 
 def notifications_of(conn: Connection, order_id: str) -> list[dict[str, Any]]:

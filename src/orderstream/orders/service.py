@@ -17,8 +17,8 @@ from orderstream.prepared import Prepared, Row
 _INSERT_HISTORY = sa.insert(order_history)
 _INSERT_HISTORY_ROWS = sa.insert(order_history).returning(order_history.c.id)
 # PostgreSQL: any number of rows as one JSON parameter, one statement compiled once (see pg_json_rows)
-_HISTORY_COLUMNS = [column.name for column in order_history.c if column.name != "id"]
-_PG_INSERT_HISTORY_ROWS = Prepared(pg_insert_json_rows(order_history, _HISTORY_COLUMNS))
+HISTORY_COLUMNS = tuple(column.name for column in order_history.c if column.name != "id")
+_PG_INSERT_HISTORY_ROWS = Prepared(pg_insert_json_rows(order_history, HISTORY_COLUMNS))
 _SELECT_ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type))
 _SELECT_ORDER_LOCKED = LockedSelect(_SELECT_ORDER)
 _LOCK_ORDER = (
