@@ -291,3 +291,48 @@ def test_a_message_settled_meanwhile_is_neither_marked_nor_recorded_again(
             )
         ).scalars()
         assert sorted(reasons) == ["email confirmed skipped: no_email", "sms confirmed sent"]
+
+
+def test_a_plan_writes_messages_send_jobs_and_skips_in_one_statement_on_postgresql(
+    db: Database, driver: Driver, partner: PartnerFixture, statements: list[str]
+) -> None:
+    order_id = seed_order(db, partner, customer_phone="+14155550151", customer_email=None)
+    order_created(db, order_id)
+    statements.clear()
+    driver.run_once()  # the plan job only: its send job is written by it
+    planned_with = list(statements)
+
+    def state() -> tuple[dict[tuple[str, str], str], list[str], list[str]]:
+        found = {key: row["status"] for key, row in by_key(db, order_id).items()}
+        with db.read() as conn:
+            sends = conn.execute(
+                sa.select(jobs.c.key).where(jobs.c.kind == "notifications.send", jobs.c.key.in_(
+                    [row["id"] for row in rows(db, order_id)]))
+            ).scalars().all()  # fmt: skip
+            history = conn.execute(
+                sa.select(order_history.c.reason).where(
+                    order_history.c.order_id == order_id, order_history.c.kind == "notification"
+                )
+            ).scalars()
+            return found, list(sends), list(history)
+
+    statuses, sends, history = state()
+    assert statuses == {("confirmed", "sms"): "queued", ("confirmed", "email"): "skipped"}
+    assert sends == [by_key(db, order_id)[("confirmed", "sms")]["id"]]
+    assert history == ["email confirmed skipped: no_email"]
+    if not db.is_sqlite:
+        [write] = [s for s in planned_with if "INSERT INTO notifications" in s]
+        assert "INSERT INTO jobs" in write
+        assert "INSERT INTO order_history" in write
+        assert not [s for s in planned_with if s.startswith(("INSERT INTO jobs", "INSERT INTO order_history"))]
+    # the plan job run again (its lease expired after it wrote): nothing new, nothing twice
+    with db.write() as conn:
+        mine = jobs.c.payload["order_id"].as_string() == order_id
+        conn.execute(
+            sa.update(jobs).where(jobs.c.kind == "notifications.plan", mine).values(status="pending", run_at=utcnow())
+        )
+    driver.run_once()  # the plan again, and the send job
+    _, sends_after, history_after = state()
+    assert len(rows(db, order_id)) == 2
+    assert sends_after == sends
+    assert history_after.count("email confirmed skipped: no_email") == 1

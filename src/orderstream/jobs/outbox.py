@@ -49,12 +49,13 @@ _PG_INSERT_NOTIFY = _pg_insert_notify(keyed=False)
 _PG_INSERT_NOTIFY_KEYED = _pg_insert_notify(keyed=True)
 
 
-def pg_insert_rows(*, only_with: Any = None) -> Any:
+def pg_insert_rows(*, only_with: Any = None, keys_in: Any = None) -> Any:
     """INSERT of job rows given as one JSON array (parameter `jobs`), as a CTE `new_jobs` returning (id, kind).
 
     One statement for any number of rows, compiled and prepared once (a multi-row VALUES would be compiled
     again on every execution). Keyed for every row: a NULL key never conflicts, so unkeyed rows always go
-    in. With `only_with` (a CTE of the same statement), the rows go in only when it yields a row.
+    in. With `only_with` (a CTE of the same statement), the rows go in only when it yields a row; with
+    `keys_in` (a one-column select of the same statement), only the rows whose key it yields.
     """
     row = pg_json_rows("jobs", jobs, _JSON_COLUMNS, "job", many=True)
     values = [
@@ -71,6 +72,8 @@ def pg_insert_rows(*, only_with: Any = None) -> Any:
     source = sa.select(*values).select_from(row)
     if only_with is not None:
         source = source.join(only_with, sa.true())
+    if keys_in is not None:
+        source = source.where(row.c.key.in_(keys_in))
     insert = (
         postgresql.insert(jobs)
         .from_select(list(_COLUMNS), source)

@@ -104,8 +104,12 @@ def channels_for(ctx: JobContext) -> Channels:
 
 
 def plan_job(ctx: JobContext) -> None:
-    """Queue the messages an order event calls for."""
-    with ctx.db.write() as conn:
+    """Queue the messages an order event calls for.
+
+    On PostgreSQL without a transaction: each kind's messages, their send jobs and history entries go in as one
+    statement, and a run cut short is completed by the next (what went in is not queued again).
+    """
+    with ctx.db.atomic_statements() as conn:
         planner.plan(conn, ctx.settings, ctx.payload, utcnow())
         ctx.finish_in(conn)
 

@@ -25,6 +25,7 @@ from orderstream.db import (
     utcnow,
 )
 from orderstream.ids import new_id
+from orderstream.jobs import outbox
 from orderstream.jobs.outbox import batch, enqueue
 from orderstream.notifications import domain
 from orderstream.notifications.domain import Channel, Kind, Status
@@ -68,12 +69,38 @@ _ROW_COLUMNS = (
     "id", "order_id", "partner_id", "location_id", "kind", "channel", "seq", "recipient_hash", "recipient_masked",
     "status", "reason", "facts", "send_after", "created_at", "updated_at", "subject", "body_text", "body_html",
 )  # fmt: skip
-# PostgreSQL: the rows as one JSON parameter, one statement compiled once (see pg_json_rows)
-_PG_INSERT_ROWS = Prepared(
-    pg_insert_json_rows(notifications, _ROW_COLUMNS)
-    .on_conflict_do_nothing(index_elements=_INSERT_KEY)
-    .returning(notifications.c.id)
-)
+
+
+def _pg_queue_statement() -> Prepared:
+    """PostgreSQL: the new rows, the send jobs of those queued and the history of those skipped, in one statement.
+
+    Rows, jobs and history entries go as JSON parameters (`rows`, `jobs`, `history`: one compiled statement for
+    any number of each); a row already there (the plan job run again) inserts nothing, and neither do its job
+    and history entry. Returns the inserted ids and the kinds of the jobs that went in (their NOTIFY sent).
+    """
+    inserted = (
+        pg_insert_json_rows(notifications, _ROW_COLUMNS)
+        .on_conflict_do_nothing(index_elements=_INSERT_KEY)
+        .returning(notifications.c.id)
+        .cte("new_notification")
+    )
+    new_ids = sa.select(inserted.c.id)
+    names = orders_service.HISTORY_COLUMNS
+    entry = pg_json_rows("history", order_history, names, "skip_history_row", many=True)
+    history = sa.insert(order_history).from_select(
+        list(names),
+        sa.select(*entry.c).select_from(entry).where(entry.c.details["notification_id"].as_string().in_(new_ids)),
+    )
+    new_jobs = outbox.pg_insert_rows(keys_in=new_ids)
+    return Prepared(
+        sa.select(
+            sa.select(sa.func.array_agg(inserted.c.id)).scalar_subquery().label("inserted"),
+            outbox.pg_notify_kinds(new_jobs).label("kinds"),
+        ).add_cte(history.cte("skip_history"))
+    )
+
+
+_PG_QUEUE = _pg_queue_statement()
 SEND_MAX_ATTEMPTS = 8
 
 
@@ -232,12 +259,61 @@ def _recipient_state(
 
 
 def _insert_new(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert the rows whose (order, kind, channel, seq) is new, in one statement; the ids that went in."""
+    """SQLite: insert the rows whose (order, kind, channel, seq) is new, in one statement; the ids that went in."""
     if not rows:
         return set()
-    if conn.dialect.name == "postgresql":
-        return {row["id"] for row in _PG_INSERT_ROWS.rows(conn, {"rows": [json_ready(row) for row in rows]})}
     return set(conn.execute(_SQLITE_INSERT, rows).scalars())
+
+
+def _send_job(conn: Connection, values: dict[str, Any]) -> None:
+    enqueue(
+        conn,
+        kind=SEND_KIND,
+        key=values["id"],
+        payload={"notification_id": values["id"]},
+        run_at=values["send_after"],
+        max_attempts=SEND_MAX_ATTEMPTS,
+    )
+
+
+def _pg_insert(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+    """PostgreSQL: the rows, their send jobs and skip history in one statement (_PG_QUEUE); the ids that went in."""
+    with outbox.collect(conn) as pending:
+        for values in rows:
+            if values["reason"] is None:
+                _send_job(conn, values)
+    history = [history_row(values, Status.SKIPPED.value, values["reason"]) for values in rows if values["reason"]]
+    params = {
+        "rows": [json_ready(values) for values in rows],
+        "jobs": outbox.json_rows(pending),
+        "history": [json_ready(entry) for entry in history],
+        "channel": outbox.NOTIFY_CHANNEL,
+    }
+    found = _PG_QUEUE.first(conn, params)
+    assert found is not None  # a SELECT of two subqueries: always one row
+    outbox.note_enqueued(conn, found["kinds"] or (), outbox.earliest_due(pending))
+    return set(found["inserted"] or ())
+
+
+def _log_queued(order_id: str, kind: Kind, values: dict[str, Any]) -> None:
+    reason = values["reason"]
+    log.info(
+        "notification %s %s/%s of %s %s%s",
+        values["id"],
+        kind.value,
+        values["channel"],
+        order_id,
+        values["status"],
+        f" ({reason})" if reason else "",
+        extra={
+            "notification_id": values["id"],
+            "order_id": order_id,
+            "kind": kind.value,
+            "channel": values["channel"],
+            "recipient": values["recipient_masked"],
+            "reason": reason,
+        },  # fmt: skip
+    )
 
 
 def recipient_of(channel: Channel, order: Mapping[Any, Any]) -> tuple[str | None, str | None]:
@@ -331,43 +407,25 @@ def queue(
             )
             values.update(subject=message.subject, body_text=message.text, body_html=message.html)
         rows.append(values)
+    if conn.dialect.name == "postgresql":
+        inserted = _pg_insert(conn, rows)
+        for values in rows:
+            if values["id"] in inserted:
+                _log_queued(order_id, kind, values)
+        return [values["id"] for values in rows if values["id"] in inserted and values["reason"] is None]
     inserted = _insert_new(conn, rows)
     queued: list[str] = []
     skips: list[dict[str, Any]] = []
     with batch(conn):
         for values in rows:
-            nid, reason = values["id"], values["reason"]
-            if nid not in inserted:
+            if values["id"] not in inserted:
                 continue  # queued before (a job run again)
-            log.info(
-                "notification %s %s/%s of %s %s%s",
-                nid,
-                kind.value,
-                values["channel"],
-                order_id,
-                values["status"],
-                f" ({reason})" if reason else "",
-                extra={
-                    "notification_id": nid,
-                    "order_id": order_id,
-                    "kind": kind.value,
-                    "channel": values["channel"],
-                    "recipient": values["recipient_masked"],
-                    "reason": reason,
-                },  # fmt: skip
-            )
-            if reason is not None:
-                skips.append(history_row(values, Status.SKIPPED.value, reason))
+            _log_queued(order_id, kind, values)
+            if values["reason"] is not None:
+                skips.append(history_row(values, Status.SKIPPED.value, values["reason"]))
                 continue
-            enqueue(
-                conn,
-                kind=SEND_KIND,
-                key=nid,
-                payload={"notification_id": nid},
-                run_at=values["send_after"],
-                max_attempts=SEND_MAX_ATTEMPTS,
-            )
-            queued.append(nid)
+            _send_job(conn, values)
+            queued.append(values["id"])
     orders_service.insert_histories(conn, skips)
     return queued
 
