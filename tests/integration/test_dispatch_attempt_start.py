@@ -231,3 +231,36 @@ def test_a_provider_webhook_answers_the_stored_delivery_status(db: Database, par
         ("applied", "enroute_to_dropoff"),
     ]
     assert stored() == "enroute_to_dropoff"
+
+
+def test_the_order_and_its_attempt_are_locked_in_one_statement(
+    db: Database, partner: PartnerFixture, statements: list[str]
+) -> None:
+    order_id = seed_order(db, partner)
+    other_id = seed_order(db, partner)
+    started = _start(db, order_id)
+    other = _start(db, other_id)
+    statements.clear()
+    with db.write() as conn:
+        locked = service.lock_order_and_attempt(conn, int(started["id"]), order_id=order_id)
+        assert locked is not None
+        order, attempt = locked
+        # an attempt of another order is not this order's
+        assert service.lock_order_and_attempt(conn, int(other["id"]), order_id=order_id) is None
+    assert (order["id"], order["location_external_id"], attempt["id"]) == (
+        order_id, partner.location_id, started["id"],
+    )  # fmt: skip
+    assert set(order) == {*orders.c.keys(), "location_external_id"}
+    assert attempt == dict(started)
+    reads = [s for s in statements if not s.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
+    assert len(reads) == 2, reads  # one per call
+    if db.is_sqlite:
+        return
+    assert "FOR UPDATE OF orders, delivery_attempts" in reads[0]
+    for table, key in ((orders, order_id), (delivery_attempts, started["id"])):
+        with db.write() as conn:
+            service.lock_order_and_attempt(conn, int(started["id"]), order_id=order_id)
+            with db.engine.connect() as probe:  # another writer of either row must wait
+                probe.exec_driver_sql("SET lock_timeout = '100ms'")
+                with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                    probe.execute(sa.select(table.c.id).where(table.c.id == key).with_for_update())

@@ -121,13 +121,20 @@ _SELECT_DISPATCH_FACTS = {
     "sqlite": Prepared(_SELECT_DISPATCH_FACTS_SQLITE),
     "postgresql": Prepared(_SELECT_DISPATCH_FACTS_SQLITE.add_columns(_LINE_ITEMS_JSON)),
 }
-# the order locked (not its location) with its location's POS id: what the POS event of a status change needs
-_SELECT_ORDER_WITH_STORE_LOCKED = Prepared(
-    sa.select(orders, locations.c.external_id.label("location_external_id"))
-    .join(locations, locations.c.id == orders.c.location_id)
-    .where(orders.c.id == _ORDER_ID)
-    .with_for_update(of=orders)
+# the order and one of its attempts, both locked (not the location), with the location's POS id: what recording
+# a change of the attempt needs, in one statement (attempt columns prefixed). PostgreSQL locks the rows in the
+# FROM list's order, the order first, as every other writer of an order does.
+_SELECT_ORDER_AND_ATTEMPT_LOCKED = Prepared(
+    sa.select(orders, locations.c.external_id.label("location_external_id"), *prefixed(delivery_attempts, "attempt"))
+    .select_from(
+        orders.join(locations, locations.c.id == orders.c.location_id).join(
+            delivery_attempts, delivery_attempts.c.order_id == orders.c.id
+        )
+    )
+    .where(orders.c.id == _ORDER_ID, delivery_attempts.c.id == _ATTEMPT_ID)
+    .with_for_update(of=[orders, delivery_attempts])
 )
+_ORDER_WITH_STORE_KEYS = (*orders.c.keys(), "location_external_id")
 # losing the race for the one active attempt (or any other unique key) inserts nothing and aborts nothing
 _INSERT_ATTEMPT = {
     dialect: insert_ignoring(dialect, delivery_attempts).returning(*delivery_attempts.c)
@@ -665,13 +672,16 @@ def lock_attempt(conn: Connection, attempt_id: int, *, order_id: str | None = No
 
 
 def lock_order_and_attempt(conn: Connection, attempt_id: int, *, order_id: str) -> tuple[Row, Row] | None:
-    """(order, attempt), both read and locked in lock_attempt's order; None when either is gone.
+    """(order, attempt), both read and locked in one statement, the order first; None when either is gone.
 
     The order row comes with `location_external_id`, its location's POS id.
     """
-    order = _SELECT_ORDER_WITH_STORE_LOCKED.first(conn, {"b_order_id": order_id})
-    attempt = _lock_attempt(conn, attempt_id) if order is not None else None
-    return (order, attempt) if order is not None and attempt is not None else None
+    row = _SELECT_ORDER_AND_ATTEMPT_LOCKED.first(conn, {"b_order_id": order_id, "b_attempt_id": attempt_id})
+    if row is None:
+        return None
+    attempt = unprefixed(row, delivery_attempts, "attempt")
+    assert attempt is not None  # an inner join
+    return {key: row[key] for key in _ORDER_WITH_STORE_KEYS}, attempt
 
 
 def _lock_attempt(conn: Connection, attempt_id: int) -> Row | None:
