@@ -371,3 +371,34 @@ def test_next_due_reads_one_pending_job_however_many_are_scheduled(db: Database)
     scans = [n for n in nodes(plan[0]["Plan"]) if n.get("Index Name") == "ix_jobs_pending_run_at"]
     assert scans, plan
     assert [scan["Actual Rows"] for scan in scans] == [1], plan
+
+
+def test_urgent_kinds_are_claimed_before_older_jobs_of_other_kinds(db: Database) -> None:
+    urgent, normal, other = unique_kind("urgent"), unique_kind("normal"), unique_kind("other")
+    now = utcnow()
+    ids: dict[str, list[int]] = {urgent: [], normal: [], other: []}
+    with db.write() as conn:
+        for kind, ages in ((normal, (50, 40)), (other, (45,)), (urgent, (5, 2)), (normal, (30,))):
+            for age in ages:
+                job_id = enqueue(conn, kind=kind, payload={}, run_at=now - timedelta(seconds=age))
+                assert job_id is not None
+                ids[kind].append(job_id)
+        # not due yet: never claimed, however urgent
+        enqueue(conn, kind=urgent, payload={}, run_at=now + timedelta(seconds=60))
+    kinds = {urgent: 30.0, normal: 30.0, other: 30.0}
+    priorities = {urgent: runtime.URGENT}  # the others default to NORMAL
+
+    def claim(worker: str, limit: int) -> list[int]:
+        with db.write() as conn:
+            found = runtime.claim(conn, worker_id=worker, kinds=kinds, limit=limit, priorities=priorities)
+        return [job.id for job in found]
+
+    # both urgent jobs (the oldest first), then the oldest of the rest
+    assert claim("w1", 3) == [*ids[urgent], ids[normal][0]]
+    assert claim("w2", 10) == [ids[other][0], ids[normal][1], ids[normal][2]]
+    assert claim("w3", 10) == []
+    # without priorities, the same kinds are claimed by due time alone
+    with db.write() as conn:
+        conn.execute(sa.update(jobs).where(jobs.c.kind.in_(list(kinds))).values(status="pending", leased_by=None))
+        found = runtime.claim(conn, worker_id="w4", kinds=kinds, limit=2, now=now)
+    assert [job.id for job in found] == [ids[normal][0], ids[other][0]]

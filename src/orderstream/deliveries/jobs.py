@@ -32,6 +32,7 @@ from orderstream.deliveries.protocol import (
 from orderstream.deliveries.registry import ProviderRegistry, UnknownProvider, providers
 from orderstream.jobs.outbox import enqueue
 from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, RetryableError, RetryPolicy
+from orderstream.jobs.runtime import URGENT
 from orderstream.orders import domain
 from orderstream.orders import service as orders_service
 from orderstream.prepared import Row
@@ -457,8 +458,9 @@ def fail_after_grace(ctx: JobContext) -> None:
 
 def register_jobs(registry: JobRegistry) -> None:
     """Register the job kinds of dispatch."""
-    registry.register(JobKind(name=service.DISPATCH_KIND, handler=dispatch, retry=DISPATCH_RETRY))
-    registry.register(JobKind(name=service.ACCEPTANCE_KIND, handler=check_acceptance, retry=DISPATCH_RETRY))
-    registry.register(JobKind(name=service.CANCEL_KIND, handler=cancel_delivery, retry=DISPATCH_RETRY))
+    # finding (or replacing) a courier and canceling one go before the worker's other jobs when it falls behind
+    registry.register(JobKind(service.DISPATCH_KIND, dispatch, retry=DISPATCH_RETRY, priority=URGENT))
+    registry.register(JobKind(service.ACCEPTANCE_KIND, check_acceptance, retry=DISPATCH_RETRY, priority=URGENT))
+    registry.register(JobKind(service.CANCEL_KIND, cancel_delivery, retry=DISPATCH_RETRY, priority=URGENT))
     registry.register(JobKind(name=service.RECONCILE_KIND, handler=reconcile, retry=DISPATCH_RETRY))
     registry.register(JobKind(name=service.FAIL_KIND, handler=fail_after_grace, retry=DISPATCH_RETRY))

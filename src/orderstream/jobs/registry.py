@@ -104,12 +104,13 @@ JobHandler = Callable[[JobContext], None]
 
 @dataclass(frozen=True)
 class JobKind:
-    """A kind of job: its handler and its retry policy."""
+    """A kind of job: its handler, its retry policy and its claim priority."""
 
     name: str
     handler: JobHandler
     retry: RetryPolicy = RetryPolicy()
     lease_seconds: float | None = None  # None: the runtime's default
+    priority: int = runtime.NORMAL  # runtime.URGENT kinds are claimed first
 
 
 class JobRegistry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,15 +45,10 @@ class ClaimedJob:
     claimed_at: datetime
 
 
-def _claim_statement(kinds: tuple[str, ...]) -> Any:
-    """The claim UPDATE for these kinds, values apart (built once per set of kinds, then reused).
-
-    Building it per call cost more CPU than running it (statement construction and its cache key):
-    bound parameters `claim_now`, `claim_limit`, `claim_worker` and `claim_lease_<i>` (lease end of kinds[i]).
-    """
-    now = sa.bindparam("claim_now", type_=jobs.c.run_at.type)
-    due = (
-        sa.select(jobs.c.id)
+def _due(kinds: tuple[str, ...], now: Any, *columns: Any) -> sa.Select[Any]:
+    """Up to `claim_limit` due jobs of these kinds, the earliest first, locked (others' locks skipped)."""
+    return (
+        sa.select(*(columns or (jobs.c.id,)))
         .where(
             in_values(jobs.c.kind, kinds),
             sa.or_(
@@ -63,8 +59,34 @@ def _claim_statement(kinds: tuple[str, ...]) -> Any:
         .order_by(jobs.c.run_at, jobs.c.id)
         .limit(sa.bindparam("claim_limit", type_=sa.Integer()))
         .with_for_update(skip_locked=True)
-        .scalar_subquery()
     )
+
+
+def _claim_statement(kinds: tuple[str, ...], ranks: tuple[tuple[str, ...], ...] = ()) -> Any:
+    """The claim UPDATE for these kinds, values apart (built once per set of kinds, then reused).
+
+    Building it per call cost more CPU than running it (statement construction and its cache key):
+    bound parameters `claim_now`, `claim_limit`, `claim_worker` and `claim_lease_<i>` (lease end of kinds[i]).
+    With `ranks` (the kinds grouped by priority, most urgent first, more than one group), each group's due jobs
+    are found apart (the same index scan) and the claim takes the first group's before the next one's.
+    """
+    now = sa.bindparam("claim_now", type_=jobs.c.run_at.type)
+    if len(ranks) <= 1:
+        due = _due(kinds, now).scalar_subquery()
+    else:
+        groups = [_due(group, now, jobs.c.id, jobs.c.run_at).cte(f"due_{rank}") for rank, group in enumerate(ranks)]
+        ranked = sa.union_all(
+            *[
+                sa.select(g.c.id, g.c.run_at, sa.literal_column(str(rank)).label("rank"))
+                for rank, g in enumerate(groups)
+            ]
+        ).subquery("ranked_due")
+        due = (
+            sa.select(ranked.c.id)
+            .order_by(ranked.c.rank, ranked.c.run_at, ranked.c.id)
+            .limit(sa.bindparam("claim_limit", type_=sa.Integer()))
+            .scalar_subquery()
+        )
     lease_type = jobs.c.leased_until.type
     leased_until: Any = sa.case(
         *[(jobs.c.kind == name, sa.bindparam(f"claim_lease_{i}", type_=lease_type)) for i, name in enumerate(kinds)],
@@ -92,13 +114,19 @@ def _claim_statement(kinds: tuple[str, ...]) -> Any:
     )
 
 
+# Claim order of kinds (JobKind.priority): every due job of a lower priority number is claimed before any of a
+# higher one (within a priority, the earliest due first). Finding a courier is urgent; a customer's message or a
+# POS webhook can wait for the next free slot when a worker falls behind.
+URGENT = 0
+NORMAL = 1
+
 # prebuilt statements by set of kinds (a worker has one set; tests a few)
-_CLAIM_STATEMENTS: dict[tuple[str, ...], Any] = {}
+_CLAIM_STATEMENTS: dict[tuple[tuple[str, ...], ...], Any] = {}  # by kinds grouped by priority
 _NEXT_DUE_STATEMENTS: dict[tuple[str, ...], Any] = {}
 _CACHE_LIMIT = 64
 
 
-def _cached(cache: dict[tuple[str, ...], Any], kinds: tuple[str, ...], build: Any) -> Any:
+def _cached(cache: dict[Any, Any], kinds: Any, build: Any) -> Any:
     stmt = cache.get(kinds)
     if stmt is None:
         if len(cache) >= _CACHE_LIMIT:
@@ -114,12 +142,14 @@ def claim(
     kinds: dict[str, float],
     limit: int,
     now: datetime | None = None,
+    priorities: Mapping[str, int] | None = None,
 ) -> list[ClaimedJob]:
-    """Lease up to `limit` due jobs of the given kinds (name -> lease seconds), oldest run_at first.
+    """Lease up to `limit` due jobs of the given kinds (name -> lease seconds): most urgent, then oldest run_at first.
 
     A job is due when it is pending and its run_at has come, or running with an expired lease (its
     worker died). PostgreSQL skips rows other workers are claiming (FOR UPDATE SKIP LOCKED); SQLite
     runs this inside its single-writer transaction (BEGIN IMMEDIATE), so claims never overlap there.
+    priorities: kind -> priority (registry.URGENT, NORMAL...; lower first); kinds not in it are NORMAL.
     """
     if not kinds or limit <= 0:
         return []
@@ -134,7 +164,10 @@ def claim(
     }
     for i, name in enumerate(names):
         params[f"claim_lease_{i}"] = lease_ends[name]
-    stmt = _cached(_CLAIM_STATEMENTS, names, lambda names: Prepared(_claim_statement(names)))
+    rank_of = {name: (priorities or {}).get(name, NORMAL) for name in names}
+    levels = sorted(set(rank_of.values()))
+    ranks = tuple(tuple(name for name in names if rank_of[name] == level) for level in levels)
+    stmt = _cached(_CLAIM_STATEMENTS, ranks, lambda ranks: Prepared(_claim_statement(names, ranks)))
     claimed = [
         ClaimedJob(
             id=int(row["id"]),
@@ -150,8 +183,8 @@ def claim(
         )
         for row in stmt.rows(conn, params)
     ]
-    # RETURNING gives no order guarantee; hand jobs out in the order they were due
-    claimed.sort(key=lambda job: (job.run_at, job.id))
+    # RETURNING gives no order guarantee; hand jobs out most urgent first, then in the order they were due
+    claimed.sort(key=lambda job: (rank_of[job.kind], job.run_at, job.id))
     return claimed
 
 

@@ -92,6 +92,7 @@ class Worker:
         self._kinds: dict[str, JobKind] = {}
         self._leases: dict[str, float] = {}
         self._kind_names: list[str] = []
+        self._priorities: dict[str, int] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._halted = threading.Event()
@@ -123,6 +124,7 @@ class Worker:
             name: float(kind.lease_seconds or self.settings.job_lease_seconds) for name, kind in self._kinds.items()
         }
         self._kind_names = sorted(self._leases)
+        self._priorities = {name: kind.priority for name, kind in self._kinds.items()}
         self._handlers = [
             threading.Thread(target=self._handle_loop, name=f"job-handler-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -254,7 +256,9 @@ class Worker:
             return [], None
         due = None
         with self._claim_statements.statements() as conn:
-            claimed = runtime.claim(conn, worker_id=self.worker_id, kinds=self._leases, limit=limit)
+            claimed = runtime.claim(
+                conn, worker_id=self.worker_id, kinds=self._leases, limit=limit, priorities=self._priorities
+            )
             if len(claimed) < limit:
                 due = runtime.next_due(conn, kinds=self._kind_names)
         with self._lock:
