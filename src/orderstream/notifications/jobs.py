@@ -169,7 +169,7 @@ def _finish(
     )
 
 
-def _skip_reason(row: Row, channel: Channel, recipient: str | None, reason: str | None) -> str | None:
+def _skip_reason(row: Row, recipient: str | None, reason: str | None) -> str | None:
     """Why the message must not go out now (None: send it)."""
     if recipient is not None and domain.contact_hash(recipient) != row["recipient_hash"]:
         return "contact_changed"
@@ -188,9 +188,8 @@ def _claim(ctx: JobContext, notification_id: str) -> _Claim | None:
         row = service.send_view(conn, notification_id)
     if row is None or row["status"] not in (Status.QUEUED.value, Status.SENDING.value):
         return None
-    channel = Channel(row["channel"])
-    recipient, reason = service.recipient_of(channel, row)
-    pending = _skip_reason(row, channel, recipient, reason)
+    recipient, reason = service.recipient_of(Channel(row["channel"]), row)
+    pending = _skip_reason(row, recipient, reason)
     if pending is not None:
         _finish(ctx, row, status=Status.SKIPPED, reason=pending, history=True, done=True)
         return None
