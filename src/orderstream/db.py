@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from orderstream.prepared import DEFERRED_KEY, send_deferred
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -204,6 +206,14 @@ def _cache_long_statements() -> None:
     _queries.MAX_CACHED_STATEMENT_LENGTH, _queries.MAX_CACHED_STATEMENT_PARAMS = PSYCOPG_CACHE_LIMITS
 
 
+def _send_deferred_first(engine: Engine) -> None:
+    # a statement SQLAlchemy runs must see the writes deferred before it (prepared.deferred_writes)
+    @sa.event.listens_for(engine, "before_execute")
+    def _on_execute(conn: Connection, *_args: Any) -> None:
+        if conn.info.get(DEFERRED_KEY):
+            send_deferred(conn)
+
+
 def create_engine(url: str, *, pool_size: int = 20) -> Engine:
     """An engine for the URL: SQLite gets WAL, synchronous=FULL and immediate write transactions."""
     if url.startswith("sqlite"):
@@ -222,6 +232,7 @@ def create_engine(url: str, *, pool_size: int = 20) -> Engine:
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     engine = sa.create_engine(url, pool_size=pool_size, max_overflow=20)
     _ping_idle_connections(engine)
+    _send_deferred_first(engine)
     _cache_long_statements()
     return engine
 

@@ -16,8 +16,13 @@ from orderstream.deliveries import service
 from orderstream.deliveries.models import delivery_attempts
 from orderstream.deliveries.policy import external_id
 from orderstream.deliveries.protocol import DeliveryRequest, DeliverySnapshot, DeliveryStatus, Quote, WebhookUpdate
+from orderstream.jobs.models import jobs
+from orderstream.notifications import tracking
+from orderstream.notifications.models import tracking_tokens
 from orderstream.orders.models import order_history, order_line_items, orders
-from orderstream.webhooks_out.models import outbound_events
+from orderstream.prepared import deferred_writes
+from orderstream.webhooks_out import service as webhooks_out
+from orderstream.webhooks_out.models import outbound_events, webhook_deliveries
 from tests.factories import PartnerFixture
 from tests.orders_api_helpers import seed_order
 
@@ -264,3 +269,62 @@ def test_the_order_and_its_attempt_are_locked_in_one_statement(
                 probe.exec_driver_sql("SET lock_timeout = '100ms'")
                 with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
                     probe.execute(sa.select(table.c.id).where(table.c.id == key).with_for_update())
+
+
+@pytest.mark.parametrize("subscribed", [False, True], ids=["no-endpoint", "endpoint"])
+def test_a_booking_after_the_lock_is_one_statement_on_postgresql(
+    db: Database, partner: PartnerFixture, statements: list[str], subscribed: bool
+) -> None:
+    order_id = seed_order(db, partner)
+    started = _start(db, order_id)
+    with db.write() as conn:
+        tracking.start(conn, order_id=order_id, at=datetime.now(UTC))  # as the intake does
+    if subscribed:
+        with db.write() as conn:
+            endpoint, _secret = webhooks_out.create_endpoint(
+                conn, partner_id=partner.partner_id, url="https://pos.example.com/hooks",
+                event_types=["order.updated"], allow_private=False, resolver=lambda _host, _port: ["93.184.216.34"],
+            )  # fmt: skip
+    snapshot = DeliverySnapshot(
+        provider="doordash", external_id=started["external_id"], provider_delivery_id="dd-1",
+        status=DeliveryStatus.ENROUTE_TO_PICKUP, provider_status="enroute_to_pickup", fee=975,
+    )  # fmt: skip
+    with db.write() as conn:
+        locked = service.lock_order_and_attempt(conn, int(started["id"]), order_id=order_id)
+        assert locked is not None
+        statements.clear()
+        with deferred_writes(conn):
+            service.record_booked(
+                conn, order=locked[0], attempt=locked[1], snapshot=snapshot, accept_within=60, settings=Settings()
+            )
+        written = list(statements)
+    if not db.is_sqlite:
+        # attempt, order, history, POS event, tracking page, acceptance and reconcile checks: one statement;
+        # the POS event's delivery to a subscribed endpoint follows it (it needs the event's sequence)
+        assert len(written) == (5 if subscribed else 1), [s[:80] for s in written]
+        for part in (
+            "UPDATE delivery_attempts",
+            "INSERT INTO outbound_events",
+            "UPDATE tracking_tokens",
+            "INSERT INTO jobs",
+        ):
+            assert part in written[0]
+    with db.read() as conn:
+        stored = conn.execute(sa.select(delivery_attempts).where(delivery_attempts.c.id == started["id"])).mappings()
+        attempt = stored.one()
+        status = conn.execute(sa.select(orders.c.delivery_status).where(orders.c.id == order_id)).scalar()
+        page = conn.execute(sa.select(tracking_tokens).where(tracking_tokens.c.order_id == order_id)).mappings().one()
+        of_attempt = jobs.c.payload["attempt_id"].as_integer() == attempt["id"]
+        kinds = sorted(conn.execute(sa.select(jobs.c.kind).where(of_attempt, jobs.c.kind.like("dispatch.%"))).scalars())
+        sequences = (
+            conn.execute(sa.select(outbound_events.c.sequence).where(outbound_events.c.order_id == order_id))
+            .scalars()
+            .all()
+        )
+        deliveries = conn.execute(sa.select(webhook_deliveries.c.sequence, webhook_deliveries.c.endpoint_id)).all()
+    assert (attempt["state"], status) == ("booked", "enroute_to_pickup")
+    assert page["delivery"]["status"] == "enroute_to_pickup"
+    assert page["version"] == 2
+    assert kinds == [service.ACCEPTANCE_KIND, service.RECONCILE_KIND]
+    assert sequences == [1]
+    assert deliveries == ([(1, endpoint["id"])] if subscribed else [])

@@ -9,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from orderstream.db import Database, prefixed
+from orderstream.jobs import outbox
 from orderstream.jobs.models import jobs
 from orderstream.orders.models import orders
-from orderstream.prepared import Prepared
+from orderstream.prepared import Prepared, deferred_writes
 from orderstream.tenancy.models import locations
 from tests.factories import PartnerFixture
 from tests.orders_api_helpers import seed_order
@@ -131,3 +132,129 @@ def test_a_locking_select_and_the_statement_listeners(
     sent = [s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]
     assert len(sent) == 1
     assert ("FOR UPDATE" in sent[0]) == (not db.is_sqlite)
+
+
+# -- deferred writes --------------------------------------------------------------------------------
+
+_SET_STATUS = sa.update(jobs).where(jobs.c.id == sa.bindparam("b_id", type_=jobs.c.id.type))
+_SET_ORDER_STATUS = sa.update(orders).where(orders.c.id == sa.bindparam("b_order_id", type_=orders.c.id.type))
+_SET_STATUS_OF_KIND = sa.update(jobs).where(jobs.c.kind == sa.bindparam("b_kind", type_=jobs.c.kind.type))
+
+
+def _sent(statements: list[str]) -> list[str]:
+    return [s for s in statements if not s.startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
+
+
+def _status(db: Database, job_id: int) -> str:
+    with db.read() as conn:
+        return str(conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one())
+
+
+def _seed_job(db: Database, kind: str = "sample") -> int:
+    with db.write() as conn:
+        row = Prepared(_INSERT_JOB).first(conn, _job(kind))
+    assert row is not None
+    return int(row["id"])
+
+
+def test_deferred_writes_go_as_one_statement_and_each_caller_learns_its_outcome(
+    db: Database, statements: list[str]
+) -> None:
+    existing = _seed_job(db)
+    told: list[tuple[str, int, list[dict[str, Any]]]] = []
+    insert, update = Prepared(_INSERT_JOB), Prepared(_SET_STATUS, known_rows_only=True)
+    statements.clear()
+    with db.write() as conn, deferred_writes(conn):
+        insert.defer(conn, _job("first"), then=lambda n, rows: told.append(("first", n, rows)))
+        insert.defer(conn, _job("second"))  # nobody asks
+        update.defer(conn, {"b_id": existing, "status": "done"}, then=lambda n, rows: told.append(("done", n, rows)))
+        missing = {"b_order_id": "ord_missing", "status": "canceled"}
+        Prepared(_SET_ORDER_STATUS).defer(conn, missing, then=lambda n, rows: told.append(("none", n, rows)))
+        assert len(told) == (3 if db.is_sqlite else 0)  # SQLite runs each at once; PostgreSQL holds them
+
+    assert len(_sent(statements)) == (4 if db.is_sqlite else 1)
+    assert [(name, n) for name, n, _rows in told] == [("first", 1), ("done", 1), ("none", 0)]
+    [first] = told[0][2]
+    assert first["kind"] == "first"
+    assert first["payload"] == {"n": 1, "nested": {"a": [1, 2]}}
+    assert told[1][2] == told[2][2] == []  # no RETURNING: the count only
+    assert _status(db, existing) == "done"
+    with db.read() as conn:
+        kinds = sorted(conn.execute(sa.select(jobs.c.kind)).scalars())
+    assert kinds == ["first", "sample", "second"]
+
+
+def test_a_statement_run_another_way_first_sends_the_deferred_writes(db: Database) -> None:
+    job_id = _seed_job(db)
+    with db.write() as conn, deferred_writes(conn):
+        Prepared(_SET_STATUS).defer(conn, {"b_id": job_id, "status": "running"})
+        # SQLAlchemy's execute() and a Prepared read both see it
+        assert conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar_one() == "running"
+        Prepared(_SET_STATUS).defer(conn, {"b_id": job_id, "status": "done"})
+        assert Prepared(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar(conn) == "done"
+    assert _status(db, job_id) == "done"
+
+
+def test_a_write_that_depends_on_a_deferred_one_goes_after_it(db: Database, statements: list[str]) -> None:
+    job_id = _seed_job(db)
+    update = Prepared(_SET_STATUS)
+    statements.clear()
+    with db.write() as conn, deferred_writes(conn):
+        update.defer(conn, {"b_id": job_id, "status": "running"})
+        update.defer(conn, {"b_id": job_id, "status": "done"})  # the same table changed: after it
+        Prepared(_INSERT_JOB).defer(conn, _job("late"))
+        # an UPDATE by kind could touch the row just inserted: it must see it
+        Prepared(_SET_STATUS_OF_KIND).defer(conn, {"b_kind": "late", "status": "dead"})
+    assert len(_sent(statements)) == 4  # each one depends on the one before it
+    assert _status(db, job_id) == "done"
+    with db.read() as conn:
+        assert conn.execute(sa.select(jobs.c.status).where(jobs.c.kind == "late")).scalar_one() == "dead"
+
+
+def test_a_block_that_raises_sends_none_of_its_deferred_writes(db: Database) -> None:
+    job_id = _seed_job(db)
+
+    def defer_then_fail() -> None:
+        with db.atomic_statements() as conn, deferred_writes(conn):
+            Prepared(_SET_STATUS).defer(conn, {"b_id": job_id, "status": "done"})
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError):
+        defer_then_fail()
+    assert _status(db, job_id) == "pending"  # PostgreSQL never got it; SQLite ran it at once and rolled back
+
+
+def test_statements_with_ctes_of_the_same_name_go_together(db: Database, statements: list[str]) -> None:
+    now = datetime.now(UTC)
+    kinds: list[Any] = []
+    statements.clear()
+    with db.write() as conn:
+        with deferred_writes(conn):
+            for kind in ("a", "b"):
+                with outbox.batch(conn):
+                    outbox.enqueue(conn, kind=kind, payload={}, run_at=now)
+                    outbox.enqueue(conn, kind=kind, payload={}, run_at=now, key="k")
+        kinds.append(set(conn.info.get(outbox.ENQUEUED_FLAG) or ()))  # told once the jobs went in
+    assert len(_sent(statements)) == (4 if db.is_sqlite else 1)
+    with db.read() as conn:
+        assert sorted(conn.execute(sa.select(jobs.c.kind, jobs.c.key)).all(), key=lambda r: (r[0], r[1] or "")) == [
+            ("a", None), ("a", "k"), ("b", None), ("b", "k"),
+        ]  # fmt: skip
+    assert kinds == [{"a", "b"}]
+
+
+def test_a_combined_statement_still_notifies_the_workers(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's NOTIFY")
+    import psycopg
+
+    url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {outbox.NOTIFY_CHANNEL}")
+        job_id = _seed_job(db)
+        with db.write() as conn, deferred_writes(conn):
+            Prepared(_SET_STATUS, known_rows_only=True).defer(conn, {"b_id": job_id, "status": "done"})
+            with outbox.batch(conn):
+                outbox.enqueue(conn, kind="woken", payload={}, run_at=datetime.now(UTC))
+        got = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    assert any(p.startswith("woken@") for p in got), got

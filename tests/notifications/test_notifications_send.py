@@ -255,10 +255,12 @@ def test_a_send_is_three_statements_on_the_message_on_postgresql(
         assert sorted(reasons) == ["email confirmed skipped: no_email", "sms confirmed sent"]
     if db.is_sqlite:
         return
-    # the read (message, contact, opt-out, sender), `sending`, and the outcome with its history entry
-    on_message = [s for s in sent_with if "notifications" in s and "jobs" not in s]
+    # the read (message, contact, opt-out, sender), `sending`, and the outcome with its history entry and the
+    # job's end
+    on_message = [s for s in sent_with if "notifications" in s and "SKIP LOCKED" not in s]  # not the claims
     assert len(on_message) == 3, on_message
     assert "INSERT INTO order_history" in on_message[2]
+    assert "UPDATE jobs" in on_message[2]
     assert not [s for s in sent_with if s.startswith("INSERT INTO order_history")]
 
 

@@ -35,7 +35,7 @@ from orderstream.jobs.registry import JobContext, JobKind, JobRegistry, Retryabl
 from orderstream.jobs.runtime import URGENT
 from orderstream.orders import domain
 from orderstream.orders import service as orders_service
-from orderstream.prepared import Row
+from orderstream.prepared import Row, deferred_writes
 
 log = logging.getLogger("orderstream.deliveries")
 
@@ -302,16 +302,17 @@ def _book(
     timeout = rnd.policy.acceptance_timeout(provider.name, ctx.settings.dispatch_acceptance_timeout_seconds)
     with ctx.db.write() as conn:
         locked = service.lock_order_and_attempt(conn, int(attempt["id"]), order_id=order_id)
-        if locked is not None and locked[1]["state"] == service.BOOKING:
-            service.record_booked(
-                conn,
-                order=locked[0],
-                attempt=locked[1],
-                snapshot=snapshot,
-                accept_within=timeout,
-                settings=ctx.settings,
-            )
-        ctx.finish_in(conn)  # a booked attempt ends the dispatch job (see _new_round, _resume_booking)
+        with deferred_writes(conn):  # what follows is writes only: one statement on PostgreSQL
+            if locked is not None and locked[1]["state"] == service.BOOKING:
+                service.record_booked(
+                    conn,
+                    order=locked[0],
+                    attempt=locked[1],
+                    snapshot=snapshot,
+                    accept_within=timeout,
+                    settings=ctx.settings,
+                )
+            ctx.finish_in(conn)  # a booked attempt ends the dispatch job (see _new_round, _resume_booking)
     log.info(
         "delivery booked",
         extra={

@@ -864,7 +864,7 @@ def _store_progress(
     params.update({f"a_{name}": value for name, value in details.items()})
     params.update({f"o_{name}": value for name, value in order_values.items()})
     params.update({f"h_{name}": value for name, value in (history or {}).items()})
-    stmt.run(conn, params)
+    stmt.defer(conn, params)
 
 
 @cache

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from orderstream.db import json_ready, pg_json_rows, utcnow
 from orderstream.jobs.models import jobs
 from orderstream.logs import REQUEST_ID
-from orderstream.prepared import Prepared
+from orderstream.prepared import DEFERRED_KEY, Prepared
 
 # payload key carrying the id of the request that enqueued the job: the job's logs show it too
 REQUEST_ID_KEY = "_request_id"
@@ -145,8 +145,13 @@ def write(conn: Connection, pending: list[dict[str, Any]]) -> None:
         for values in pending:
             _insert(conn, values)
     elif pending:
-        kinds = _PG_INSERT_ROWS_NOTIFY.scalar(conn, {"jobs": json_rows(pending), "channel": NOTIFY_CHANNEL})
-        note_enqueued(conn, kinds or (), earliest_due(pending))
+        due = earliest_due(pending)
+
+        def _written(_count: int, rows: list[dict[str, Any]]) -> None:
+            note_enqueued(conn, rows[0]["kinds"] or (), due)
+
+        # inside prepared.deferred_writes() the jobs go with the transaction's other writes
+        _PG_INSERT_ROWS_NOTIFY.defer(conn, {"jobs": json_rows(pending), "channel": NOTIFY_CHANNEL}, then=_written)
 
 
 def earliest_due(pending: list[dict[str, Any]]) -> datetime | None:
@@ -182,7 +187,8 @@ def enqueue(
 ) -> int | None:
     """Add a job in the caller's transaction; with a key, skip it if one is already active.
 
-    Returns the new job id, or None when an active job with the same (kind, key) exists (or inside batch()).
+    Returns the new job id, or None when an active job with the same (kind, key) exists (or inside batch() or
+    prepared.deferred_writes(): the id is not known yet).
     max_attempts caps the kind's RetryPolicy.max_attempts (the lower of the two applies).
     """
     now = utcnow()
@@ -203,6 +209,9 @@ def enqueue(
     pending = conn.info.get(BATCH_KEY)
     if pending is not None:
         pending.append(values)
+        return None
+    if conn.info.get(DEFERRED_KEY) is not None:  # goes with the block's other writes (PostgreSQL)
+        write(conn, [values])
         return None
     return _insert(conn, values)
 

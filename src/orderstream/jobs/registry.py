@@ -87,12 +87,16 @@ class JobContext:
         afterwards would find the job already done. When that transaction rolls back, nothing is
         marked and the worker records the outcome as usual.
         """
-        done = runtime.complete_fenced(conn, job_id=self.job_id, worker_id=self.worker_id, attempts=self.attempts)
 
-        def _committed() -> None:
-            self.finished = done
+        def _marked(done: bool) -> None:
+            def _committed() -> None:
+                self.finished = done
 
-        after_commit(conn, _committed)
+            after_commit(conn, _committed)
+
+        runtime.complete_fenced_later(
+            conn, job_id=self.job_id, worker_id=self.worker_id, attempts=self.attempts, then=_marked
+        )
 
 
 # the job whose handler runs on this thread (handlers read it to do in-transaction what a job would do later)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -196,7 +196,8 @@ _FENCED = sa.and_(
     jobs.c.attempts == sa.bindparam("fence_attempts", type_=jobs.c.attempts.type),
 )
 _RENEW = sa.update(jobs).where(_FENCED)
-_COMPLETE = Prepared(sa.update(jobs).where(_FENCED).values(status="done", leased_until=None))
+# a claimed job's own row: never one the transaction inserted (so it may go with inserts of jobs)
+_COMPLETE = Prepared(sa.update(jobs).where(_FENCED).values(status="done", leased_until=None), known_rows_only=True)
 _FAIL_DEAD = sa.update(jobs).where(_FENCED).values(status="dead", leased_until=None)
 _FAIL_RETRY = sa.update(jobs).where(_FENCED).values(status="pending", leased_by=None, leased_until=None)
 
@@ -226,6 +227,15 @@ def complete_fenced(
     now = now or utcnow()
     fence = {"fence_id": job_id, "fence_worker": worker_id, "fence_attempts": attempts}
     return _COMPLETE.run(conn, {**fence, "finished_at": now, "updated_at": now}) == 1
+
+
+def complete_fenced_later(
+    conn: Connection, *, job_id: int, worker_id: str, attempts: int, then: Callable[[bool], None]
+) -> None:
+    """complete_fenced() as a deferred write (prepared.deferred_writes): then(done) once it ran."""
+    now = utcnow()
+    fence = {"fence_id": job_id, "fence_worker": worker_id, "fence_attempts": attempts}
+    _COMPLETE.defer(conn, {**fence, "finished_at": now, "updated_at": now}, then=lambda count, _rows: then(count == 1))
 
 
 def fail(

@@ -19,7 +19,7 @@ from orderstream.notifications.channels.twilio.client import TwilioClient, Twili
 from orderstream.notifications.domain import Channel, Status
 from orderstream.notifications.handlers import PLAN_KIND
 from orderstream.notifications.service import SEND_KIND, SEND_MAX_ATTEMPTS
-from orderstream.prepared import Row
+from orderstream.prepared import Row, deferred_writes
 
 log = logging.getLogger("orderstream.notifications")
 
@@ -145,8 +145,9 @@ def _finish(
     outcome = service.Outcome(
         status=status.value, reason=reason, provider=provider, message_id=message_id, error=error, at=utcnow()
     )
-    with ctx.db.atomic_statements() as conn:
-        service.record_outcome(conn, row["id"], outcome, history=entry)
+    # one statement on PostgreSQL: the outcome, its history entry and (with done) the job's end
+    with ctx.db.atomic_statements() as conn, deferred_writes(conn):
+        service.defer_outcome(conn, row["id"], outcome, history=entry)
         if done:
             ctx.finish_in(conn)
     log.info(

@@ -530,7 +530,27 @@ def mark_sending(conn: Connection, notification_id: str, *, sending_at: datetime
 
 def record_outcome(conn: Connection, notification_id: str, outcome: Outcome, *, history: dict[str, Any] | None) -> bool:
     """Record a send's outcome and its history row, unless the message was settled meanwhile; whether it was."""
-    params = {
+    params = _outcome_params(notification_id, outcome)
+    if conn.dialect.name == "postgresql":
+        rows = [json_ready(history)] if history is not None else []
+        return bool(_PG_OUTCOME.scalar(conn, {**params, "b_history": rows}))
+    changed = _SQLITE_OUTCOME.run(conn, params) == 1
+    if changed and history is not None:
+        orders_service.insert_histories(conn, [history])
+    return changed
+
+
+def defer_outcome(conn: Connection, notification_id: str, outcome: Outcome, *, history: dict[str, Any] | None) -> None:
+    """record_outcome() for a caller that needs no answer: inside prepared.deferred_writes() sent with the rest."""
+    if conn.dialect.name != "postgresql":
+        record_outcome(conn, notification_id, outcome, history=history)
+        return
+    rows = [json_ready(history)] if history is not None else []
+    _PG_OUTCOME.defer(conn, {**_outcome_params(notification_id, outcome), "b_history": rows})
+
+
+def _outcome_params(notification_id: str, outcome: Outcome) -> dict[str, Any]:
+    return {
         "b_id": notification_id,
         "b_status": outcome.status,
         "b_reason": outcome.reason,
@@ -540,13 +560,6 @@ def record_outcome(conn: Connection, notification_id: str, outcome: Outcome, *, 
         "b_message_id": outcome.message_id or None,
         "b_sent_at": outcome.at if outcome.status == Status.SENT.value else None,
     }
-    if conn.dialect.name == "postgresql":
-        rows = [json_ready(history)] if history is not None else []
-        return bool(_PG_OUTCOME.scalar(conn, {**params, "b_history": rows}))
-    changed = _SQLITE_OUTCOME.run(conn, params) == 1
-    if changed and history is not None:
-        orders_service.insert_histories(conn, [history])
-    return changed
 
 
 def notifications_of(conn: Connection, order_id: str) -> list[dict[str, Any]]:

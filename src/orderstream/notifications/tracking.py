@@ -58,11 +58,15 @@ def touch(conn: Connection, *, order_id: str, at: datetime, status: str | None =
     """Bump the version (open pages refresh); record the end of the order and the latest delivery facts."""
     update = _TOUCH[(delivery is not None, status in ENDED)]
     params = {"b_order_id": order_id, "b_at": at, "b_delivery": delivery}
-    # the row nearly always exists (OrderCreated made it): one statement inside the caller's transaction
-    if update.run(conn, params):
-        return
-    start(conn, order_id=order_id, at=at)
-    update.run(conn, params)
+
+    def _touched(count: int, _rows: list[dict[str, Any]]) -> None:
+        if not count:  # no token yet (an order from before tracking pages)
+            start(conn, order_id=order_id, at=at)
+            update.run(conn, params)
+
+    # the row nearly always exists (OrderCreated made it): one statement inside the caller's transaction,
+    # or part of its one statement inside prepared.deferred_writes()
+    update.defer(conn, params, then=_touched)
 
 
 def _touch_statement(with_delivery: bool, ended: bool) -> Prepared:

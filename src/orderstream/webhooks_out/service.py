@@ -378,28 +378,39 @@ def record_event(
         "body": event_body(event_id=event_id, event_type=event_type, created_at=now, obj=obj),
         "created_at": now,
     }
-    endpoints: list[tuple[str, list[str]]]
     if conn.dialect.name == "postgresql":
-        row = _PG_RECORD_EVENT.first(conn, values)
-        assert row is not None  # an INSERT ... SELECT of one row
-        sequence = int(row["sequence"])
-        endpoints = [(str(endpoint_id), types) for endpoint_id, types in row["endpoints"] or []]
-    else:
-        sequence = _sqlite_next_sequence(conn, partner_id=partner_id)
-        conn.execute(_INSERT_EVENT, {**values, "sequence": sequence})
-        found = conn.execute(_SELECT_ENABLED_ENDPOINTS, {"b_partner_id": partner_id}).all()
-        endpoints = [(row.id, row.event_types) for row in found]
-    for endpoint_id, event_types in endpoints:
+
+        def _recorded(_count: int, rows: list[dict[str, Any]]) -> None:
+            row = rows[0]  # an INSERT ... SELECT of one row
+            endpoints = [(str(endpoint_id), types) for endpoint_id, types in row["endpoints"] or []]
+            _add_deliveries(conn, event=values, event_type=event_type, sequence=int(row["sequence"]), to=endpoints)
+
+        # inside prepared.deferred_writes() it goes to the database with the transaction's other writes
+        _PG_RECORD_EVENT.defer(conn, values, then=_recorded)
+        return event_id
+    sequence = _sqlite_next_sequence(conn, partner_id=partner_id)
+    conn.execute(_INSERT_EVENT, {**values, "sequence": sequence})
+    found = conn.execute(_SELECT_ENABLED_ENDPOINTS, {"b_partner_id": partner_id}).all()
+    _add_deliveries(conn, event=values, event_type=event_type, sequence=sequence, to=[tuple(row) for row in found])
+    return event_id
+
+
+def _add_deliveries(
+    conn: Connection, *, event: dict[str, Any], event_type: str, sequence: int, to: list[tuple[str, list[str]]]
+) -> None:
+    """A delivery of the event for each endpoint (id, event types) subscribed to its type, with its job when due."""
+    now = event["created_at"]
+    for endpoint_id, event_types in to:
         if event_type not in event_types:
             continue
         delivery_id = new_id("whd")
         conn.execute(
             sa.insert(webhook_deliveries).values(
                 id=delivery_id,
-                event_id=event_id,
+                event_id=event["id"],
                 endpoint_id=endpoint_id,
-                partner_id=partner_id,
-                order_id=order_id,
+                partner_id=event["partner_id"],
+                order_id=event["order_id"],
                 sequence=sequence,
                 status=DeliveryState.PENDING.value,
                 attempts=0,
@@ -413,7 +424,6 @@ def record_event(
         )
         if not has_older_pending(conn, delivery=delivery):
             enqueue_delivery(conn, delivery_id=delivery_id)
-    return event_id
 
 
 def fail_pending_deliveries(conn: Connection, *, endpoint_id: str, reason: str) -> int:
