@@ -1,8 +1,9 @@
-"""Prebuilt hot-path statements: on PostgreSQL compiled once and run on the driver's cursor; elsewhere by SQLAlchemy."""
+"""Prebuilt hot-path statements: compiled once and run on the driver's cursor (psycopg's or sqlite3's)."""
 
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from psycopg.pq import ExecStatus
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import Connection, Dialect
 
 Params = Mapping[str, Any]
@@ -26,6 +28,9 @@ Row = Mapping[Any, Any]
 # transaction, without the rest. Statement listeners (before_cursor_execute) still see it.
 _CURSOR_KEY = "orderstream_prepared_cursor"
 _COMPILED_LIMIT = 64  # parameter-name sets per statement: callers use a fixed few
+# SQLite's statements compile with named parameters (:name), which sqlite3 takes as a dict, whatever
+# paramstyle the engine's own dialect uses (qmark)
+_SQLITE_NAMED = SQLiteDialect_pysqlite(paramstyle="named", dbapi=sqlite3)
 
 
 class Prepared:
@@ -42,14 +47,12 @@ class Prepared:
         self.known_rows_only = known_rows_only
         # INSERT / UPDATE compile their VALUES / SET from the parameter names, hence one compilation per name set
         self._by_keys = isinstance(statement, (sa.Insert, sa.Update))
-        self._compiled: dict[frozenset[str] | None, _DriverStatement] = {}
+        self._compiled: dict[tuple[str, frozenset[str] | None], _DriverStatement] = {}
         self._lock = threading.Lock()
 
     def rows(self, conn: Connection, params: Params | None = None) -> list[dict[str, Any]]:
         """Every row the statement returns, as dicts keyed as SQLAlchemy's mappings() would."""
         params = params or {}
-        if conn.dialect.name != "postgresql":
-            return [dict(row) for row in conn.execute(self.statement, dict(params)).mappings()]
         return self._driver(conn.dialect, params).execute(conn, params)[0]
 
     def first(self, conn: Connection, params: Params | None = None) -> dict[str, Any] | None:
@@ -65,8 +68,6 @@ class Prepared:
     def run(self, conn: Connection, params: Params | None = None) -> int:
         """Execute it for its effect; the number of rows it changed (as the driver reports it)."""
         params = params or {}
-        if conn.dialect.name != "postgresql":
-            return int(conn.execute(self.statement, dict(params)).rowcount)
         return self._driver(conn.dialect, params).execute(conn, params)[1]
 
     def defer(self, conn: Connection, params: Params | None = None, then: Then | None = None) -> None:
@@ -87,17 +88,12 @@ class Prepared:
         held.append(_Deferred(driver, driver.parameters(params), then))
 
     def _outcome(self, conn: Connection, params: Params) -> tuple[int, list[dict[str, Any]]]:
-        if conn.dialect.name == "postgresql":
-            rows, count = self._driver(conn.dialect, params).execute(conn, params)
-            return count, rows
-        result = conn.execute(self.statement, dict(params))
-        if not result.returns_rows:
-            return int(result.rowcount), []
-        rows = [dict(row) for row in result.mappings()]
-        return len(rows), rows
+        driver = self._driver(conn.dialect, params)
+        rows, count = driver.execute(conn, params)
+        return (len(rows) if driver.returns_rows else count), rows
 
     def _driver(self, dialect: Dialect, params: Params) -> _DriverStatement:
-        key = frozenset(params) if self._by_keys else None
+        key = (dialect.name, frozenset(params) if self._by_keys else None)
         found = self._compiled.get(key)
         if found is None:
             with self._lock:
@@ -106,7 +102,10 @@ class Prepared:
                     if len(self._compiled) >= _COMPILED_LIMIT:
                         self._compiled.clear()
                     found = self._compiled[key] = _DriverStatement(
-                        self.statement, dialect, key, known_rows_only=self.known_rows_only
+                        self.statement,
+                        _SQLITE_NAMED if dialect.name == "sqlite" else dialect,
+                        key[1],
+                        known_rows_only=self.known_rows_only,
                     )
         return found
 
@@ -116,7 +115,7 @@ def _cursor(conn: Connection) -> Any:
     pooled = conn.connection
     dbapi_connection = pooled.dbapi_connection
     cursor = pooled.info.get(_CURSOR_KEY)  # info lives as long as the driver connection
-    if cursor is None or cursor.closed or cursor.connection is not dbapi_connection:
+    if cursor is None or getattr(cursor, "closed", False) or cursor.connection is not dbapi_connection:
         assert dbapi_connection is not None
         cursor = pooled.info[_CURSOR_KEY] = dbapi_connection.cursor()
     return cursor
@@ -128,8 +127,11 @@ def _run(conn: Connection, dialect: Dialect, sql: str, values: dict[str, Any]) -
     try:
         conn.dispatch.before_cursor_execute(conn, cursor, sql, values, None, False)
         cursor.execute(sql, values)
-        # not cursor.description: psycopg builds it anew, one object per column, on every access
-        returned = cursor.pgresult is not None and cursor.pgresult.status == ExecStatus.TUPLES_OK
+        if dialect.name == "postgresql":
+            # not cursor.description: psycopg builds it anew, one object per column, on every access
+            returned = cursor.pgresult is not None and cursor.pgresult.status == ExecStatus.TUPLES_OK
+        else:
+            returned = cursor.description is not None
         return cursor, cursor.fetchall() if returned else [], int(cursor.rowcount)
     except dialect.loaded_dbapi.Error as err:
         invalidated = dialect.is_disconnect(err, cursor.connection, cursor)
@@ -159,13 +161,13 @@ class _DriverStatement:
         self.result_columns = list(compiled._result_columns)  # (keyname, name, objects, type): what mappings() uses
         self.keys = tuple(column[0] for column in self.result_columns)
         self.result_processors: list[tuple[int, Callable[[Any], Any]]] | None = None
-        self._returns_rows = isinstance(statement, sa.Select) or bool(compiled.effective_returning)
+        self.returns_rows = isinstance(statement, sa.Select) or bool(compiled.effective_returning)
         self._known_rows_only = known_rows_only
 
     @cached_property
     def shape(self) -> _Shape:
         """What it writes and reads, for deferred_writes()."""
-        return _Shape.of(self.sql, returns_rows=self._returns_rows, known_rows_only=self._known_rows_only)
+        return _Shape.of(self.sql, returns_rows=self.returns_rows, known_rows_only=self._known_rows_only)
 
     def parameters(self, params: Params) -> dict[str, Any]:
         """The driver's parameters: defaults, then the given values, each through its type's bind processor."""
