@@ -248,7 +248,9 @@ async def post_orders(url: str, secret: str, events: list[tuple[float, Sent, byt
     from its scheduled time. (Thousands of requests queued inside httpx's pool make the client itself spin.)
     """
     slots = asyncio.Semaphore(in_flight)
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    # a pooled connection is dropped before uvicorn's keep-alive timeout (5 s) closes it: at the same expiry a
+    # request sent just as the server closes its idle connection fails (ReadError) without an answer
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight, keepalive_expiry=2.0)
 
     async def one(client: httpx.AsyncClient, sent: Sent, body: bytes, due: float) -> None:
         headers = {"Content-Type": "application/json", "Stream-Webhook-Signature": harness.sign_hex(secret, body)}
