@@ -245,8 +245,9 @@ class HeldStatements:
     On SQLite it is atomic_statements() itself (a write transaction per round). Not for several threads.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, settings: Mapping[str, str] | None = None) -> None:
         self._db = db
+        self._settings = dict(settings or {})  # PostgreSQL session settings, for this connection only
         self._conn: Connection | None = None
 
     @contextmanager
@@ -258,6 +259,9 @@ class HeldStatements:
             return
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = self._db._autocommit.connect()
+            for name, value in self._settings.items():
+                setting = {"name": name, "value": value}
+                self._conn.exec_driver_sql("SELECT set_config(%(name)s, %(value)s, false)", setting)
         try:
             yield self._conn
         except BaseException:
@@ -269,6 +273,8 @@ class HeldStatements:
         """Give the connection back to the pool."""
         conn, self._conn = self._conn, None
         if conn is not None:
+            if self._settings and not conn.invalidated:
+                conn.invalidate()  # not back to the pool with its settings: the pool opens a new one
             conn.close()
 
 
@@ -333,9 +339,10 @@ class Database:
                 yield conn
                 self._after_commit(conn)
 
-    def held(self) -> HeldStatements:
-        """atomic_statements() for one thread's loop, keeping its PostgreSQL connection between rounds."""
-        return HeldStatements(self)
+    def held(self, settings: Mapping[str, str] | None = None) -> HeldStatements:
+        """atomic_statements() for one thread's loop, keeping its PostgreSQL connection (with these session
+        settings) between rounds."""
+        return HeldStatements(self, settings)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

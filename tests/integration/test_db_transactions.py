@@ -102,3 +102,24 @@ def test_held_statements_keep_one_connection_and_start_again_after_a_failure(db:
         assert conn.exec_driver_sql("SELECT 1").scalar() == 1
     held.close()
     held.close()  # twice is fine
+
+
+def test_held_settings_stay_with_their_connection(db: Database) -> None:
+    """A held connection's session settings never reach the pool's other users, after a failure or a close."""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's session settings")
+    held = db.held({"enable_bitmapscan": "off"})
+
+    def setting(conn: sa.Connection) -> str:
+        return str(conn.exec_driver_sql("SHOW enable_bitmapscan").scalar())
+
+    with held.statements() as conn:
+        assert setting(conn) == "off"
+    with pytest.raises(sa.exc.DBAPIError), held.statements() as conn:
+        conn.exec_driver_sql("SELECT no_such_column FROM orders")
+    with held.statements() as conn:
+        assert setting(conn) == "off"  # the new connection after the failure has them too
+    held.close()
+    for _ in range(db.engine.pool.size() + 2):  # every connection the pool hands out
+        with db.read() as conn:
+            assert setting(conn) == "on"

@@ -337,6 +337,33 @@ def test_claim_and_next_due_use_the_partial_indexes_not_a_scan_of_all_jobs(db: D
         assert "SCAN jobs" not in plan.splitlines(), plan  # SQLite's full scan (an index's ordered scan names it)
 
 
+def test_the_claim_loop_reads_due_jobs_and_expired_leases_in_index_order(db: Database) -> None:
+    """A bitmap scan read every claimed job's leftover index entries on every claim (5 ms a claim after 30 s at
+    100 orders/s); the claim loop's connection scans each partial index in order, which marks them dead once."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's planner; SQLite has no bitmap scans")
+    kinds = (unique_kind("ordered-a"), unique_kind("ordered-b"))
+    now = utcnow()
+    with db.write() as conn:
+        rows = [
+            {"kind": kinds[0], "payload": {}, "status": "pending", "run_at": now, "created_at": now, "updated_at": now}
+            for _ in range(2000)
+        ]
+        conn.execute(sa.insert(jobs), rows)
+        conn.execute(sa.update(jobs).where(jobs.c.kind == kinds[0]).values(status="done"))  # claimed and done
+        conn.exec_driver_sql("ANALYZE jobs")
+    params = {"claim_now": now, "claim_limit": 5, "claim_worker": "w", "claim_lease_max": now}
+    params |= {f"claim_lease_{i}": now for i in range(len(kinds))}
+    statement = runtime._claim_statement(kinds, ((kinds[0],), (kinds[1],)))
+    held = db.held(runtime.CLAIM_SESSION_SETTINGS)
+    with held.statements() as conn:
+        plan = _plan(conn, statement, params)
+    held.close()
+    assert "Bitmap" not in plan, plan
+    assert plan.count("Index Scan using ix_jobs_pending_run_at") == 2, plan
+    assert plan.count("Index Scan using") >= 5, plan  # and the expired leases' (by either index), and the update
+
+
 def test_next_due_reads_one_pending_job_however_many_are_scheduled(db: Database) -> None:
     """Thousands of scheduled checks (acceptance, reconcile) in a table whose statistics predate them: the next-due
     query reads the first one only (min() over the same rows read all of them on a young table)."""

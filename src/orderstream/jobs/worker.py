@@ -104,7 +104,7 @@ class Worker:
         # when the claim loop wakes by itself next (None: it is claiming, or about to)
         self._planned_wake: datetime | None = None
         self._running: dict[int, _Running] = {}
-        self._claim_statements = db.held()  # the claim loop's own connection
+        self._claim_statements = db.held(runtime.CLAIM_SESSION_SETTINGS)  # the claim loop's own connection
         self._threads: list[threading.Thread] = []
         self._handlers: list[threading.Thread] = []
         self._started = False
