@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -314,23 +314,29 @@ def _plan(conn: Connection, stmt: sa.Executable, params: dict[str, object]) -> s
         return "\n".join(row[0] for row in cursor.fetchall())
 
 
+def _finished_jobs(db: Database, kind: str, count: int, now: datetime, *, inserted_as: str) -> None:
+    """count done jobs of kind (inserted as `inserted_as`, then done), with fresh planner statistics."""
+    row = {"kind": kind, "payload": {}, "status": inserted_as, "run_at": now, "created_at": now, "updated_at": now}
+    with db.write() as conn:
+        conn.execute(sa.insert(jobs), [row] * count)
+        conn.execute(sa.update(jobs).where(jobs.c.kind == kind).values(status="done"))
+        conn.exec_driver_sql("ANALYZE jobs")
+
+
+def _claim_params(kinds: tuple[str, ...], now: datetime) -> dict[str, object]:
+    params: dict[str, object] = {"claim_now": now, "claim_limit": 5, "claim_worker": "w", "claim_lease_max": now}
+    return params | {f"claim_lease_{i}": now for i in range(len(kinds))}
+
+
 def test_claim_and_next_due_use_the_partial_indexes_not_a_scan_of_all_jobs(db: Database) -> None:
     """Finished jobs pile up; finding the next due job must not read them (it once scanned the whole table)."""
     kinds = (unique_kind("plan-a"), unique_kind("plan-b"))
     now = utcnow()
-    with db.write() as conn:
-        rows = [
-            {"kind": kinds[0], "payload": {}, "status": "done", "run_at": now, "created_at": now, "updated_at": now}
-            for _ in range(3000)
-        ]
-        conn.execute(sa.insert(jobs), rows)
-        conn.exec_driver_sql("ANALYZE jobs")
+    _finished_jobs(db, kinds[0], 3000, now, inserted_as="done")
     with db.write() as conn:
         next_due = _plan(conn, runtime._next_due_statement(kinds), {})
     with db.write() as conn:
-        params = {"claim_now": now, "claim_limit": 5, "claim_worker": "w", "claim_lease_max": now}
-        params |= {f"claim_lease_{i}": now for i in range(len(kinds))}
-        claim = _plan(conn, runtime._claim_statement(kinds), params)
+        claim = _plan(conn, runtime._claim_statement(kinds), _claim_params(kinds, now))
     for plan in (next_due, claim):
         # (a generic plan of `status = $1` read every job to find the running ones)
         assert "Seq Scan on jobs" not in plan, plan
@@ -344,20 +350,11 @@ def test_the_claim_loop_reads_due_jobs_and_expired_leases_in_index_order(db: Dat
         pytest.skip("PostgreSQL's planner; SQLite has no bitmap scans")
     kinds = (unique_kind("ordered-a"), unique_kind("ordered-b"))
     now = utcnow()
-    with db.write() as conn:
-        rows = [
-            {"kind": kinds[0], "payload": {}, "status": "pending", "run_at": now, "created_at": now, "updated_at": now}
-            for _ in range(2000)
-        ]
-        conn.execute(sa.insert(jobs), rows)
-        conn.execute(sa.update(jobs).where(jobs.c.kind == kinds[0]).values(status="done"))  # claimed and done
-        conn.exec_driver_sql("ANALYZE jobs")
-    params = {"claim_now": now, "claim_limit": 5, "claim_worker": "w", "claim_lease_max": now}
-    params |= {f"claim_lease_{i}": now for i in range(len(kinds))}
+    _finished_jobs(db, kinds[0], 2000, now, inserted_as="pending")  # each left an entry in the pending index
     statement = runtime._claim_statement(kinds, ((kinds[0],), (kinds[1],)))
     held = db.held(runtime.CLAIM_SESSION_SETTINGS)
     with held.statements() as conn:
-        plan = _plan(conn, statement, params)
+        plan = _plan(conn, statement, _claim_params(kinds, now))
     held.close()
     assert "Bitmap" not in plan, plan
     assert plan.count("Index Scan using ix_jobs_pending_run_at") == 2, plan
