@@ -270,7 +270,7 @@ class HeldStatements:
         self._db._after_commit(self._conn)
 
     def close(self) -> None:
-        """Give the connection back to the pool."""
+        """Give the connection back to the pool (or, if it has session settings, close it for good)."""
         conn, self._conn = self._conn, None
         if conn is not None:
             if self._settings and not conn.invalidated:

@@ -67,10 +67,8 @@ def _claim_statement(kinds: tuple[str, ...], ranks: tuple[tuple[str, ...], ...] 
     now = sa.bindparam("claim_now", type_=jobs.c.run_at.type)
     found = []
     for rank, group in enumerate(ranks or (kinds,)):
-        # Due jobs and expired leases are two scans, each in its own partial index's order: one condition with OR
-        # became a bitmap scan, which reads every index entry in range, those of long-claimed jobs too (only an
-        # ordered index scan marks them dead for the next scans), so each claim cost more than the last until a
-        # vacuum.
+        # two scans, each in its partial index's order (one condition with OR can only be a bitmap scan: see
+        # CLAIM_SESSION_SETTINGS)
         pending = _locked_first(group, sa.and_(jobs.c.status == PENDING, jobs.c.run_at <= now), jobs.c.run_at)
         expired = _locked_first(
             group, sa.and_(jobs.c.status == RUNNING, jobs.c.leased_until < now), jobs.c.leased_until
